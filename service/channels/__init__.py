@@ -1,0 +1,1 @@
+"""Delivery channels: one small module per backend behind :mod:`service.channels.base`."""

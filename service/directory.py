@@ -1,0 +1,223 @@
+"""The directory of units and people: loading (CSV or YAML), validation, selection, scope."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import phonenumbers
+from email_validator import EmailNotValidError, validate_email
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError, Problem
+from .schedule import Selector
+from .sources import line_of, load_yaml, problems_from_validation, read_csv, to_plain
+
+Role = Literal["liaison", "head", "supervisor"]
+UNIT_KINDS = ("province", "region", "county", "department", "enterprise", "office")
+
+
+def _split_tags(value: Any) -> Any:
+    if isinstance(value, str):
+        return [t.strip() for t in value.replace(";", ",").split(",") if t.strip()]
+    return value
+
+
+def _blank_to_none(value: Any) -> Any:
+    return None if isinstance(value, str) and not value.strip() else value
+
+
+class Unit(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    name: str = Field(min_length=1)
+    kind: Literal["province", "region", "county", "department", "enterprise", "office"]
+    parent: str | None = None
+    tags: tuple[str, ...] = ()
+
+    _tags = field_validator("tags", mode="before")(_split_tags)
+    _parent = field_validator("parent", mode="before")(_blank_to_none)
+
+
+class Person(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+    name: str = Field(min_length=1)
+    unit: str
+    role: Role
+    scope: str | None = None  # supervisors: the unit whose subtree they oversee
+    email: str | None = None
+    mobile: str | None = None  # normalised to E.164
+
+    _blank = field_validator("scope", "email", "mobile", mode="before")(_blank_to_none)
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            return validate_email(value, check_deliverability=False).normalized
+        except EmailNotValidError as exc:
+            raise ValueError(f"invalid email address: {exc}") from None
+
+    @field_validator("mobile")
+    @classmethod
+    def _mobile(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            number = phonenumbers.parse(value, "CN")
+        except phonenumbers.NumberParseException as exc:
+            raise ValueError(f"not a phone number: {exc}") from None
+        if number.country_code != 86 or phonenumbers.number_type(number) not in (
+            phonenumbers.PhoneNumberType.MOBILE,
+            phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE,
+        ) or not phonenumbers.is_valid_number(number):
+            raise ValueError("not a valid mainland China mobile number")
+        return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+    @model_validator(mode="after")
+    def _reachable(self) -> Person:
+        if not (self.email or self.mobile):
+            raise ValueError("give an email or a mobile number")
+        if self.role == "supervisor" and not self.scope:
+            raise ValueError("a supervisor needs a scope (a unit id)")
+        return self
+
+
+@dataclass
+class Directory:
+    """Units in a hierarchy and the people attached to them."""
+
+    units: dict[str, Unit]
+    people: list[Person]
+    _children: dict[str, list[str]] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        for unit in self.units.values():
+            if unit.parent:
+                self._children.setdefault(unit.parent, []).append(unit.id)
+
+    def subtree(self, root: str) -> list[str]:
+        """``root`` and every unit below it, depth first."""
+        out, stack = [], [root]
+        while stack:
+            uid = stack.pop()
+            out.append(uid)
+            stack.extend(reversed(self._children.get(uid, [])))
+        return out
+
+    def select(self, selector: Selector) -> list[str]:
+        kinds, tags, ids = set(selector.kinds), set(selector.tags), set(selector.units)
+        excluded = set(selector.exclude)
+        return [
+            u.id
+            for u in self.units.values()
+            if u.id not in excluded
+            and (u.kind in kinds or ids.__contains__(u.id) or tags.intersection(u.tags))
+        ]
+
+    def people_of(self, unit: str, role: Role) -> list[Person]:
+        return [p for p in self.people if p.unit == unit and p.role == role]
+
+    def supervisors(self) -> list[Person]:
+        return [p for p in self.people if p.role == "supervisor"]
+
+
+def _records(path: Path) -> tuple[Any, Iterator[tuple[list[int | str], int | None, dict[str, Any]]]]:
+    """(doc, records) where each record carries its location for error messages."""
+    if path.suffix.lower() == ".csv":
+        rows = read_csv(path)
+        return None, ((["line", ln], ln, row) for ln, row in rows)
+    doc = load_yaml(path)
+    items = doc if isinstance(doc, list) else None
+    if items is None:
+        raise ConfigError([Problem(str(path), 1, "", "expected a list of records")])
+    return doc, (([i], line_of(doc, [i]), to_plain(r)) for i, r in enumerate(items))
+
+
+def _load(path: Path, model: type[BaseModel]) -> tuple[list[Any], list[Problem]]:
+    doc, records = _records(path)
+    out, problems = [], []
+    for loc, line, record in records:
+        if not isinstance(record, dict):
+            problems.append(Problem(str(path), line, "", "expected a mapping"))
+            continue
+        try:
+            out.append((line, model.model_validate(record)))
+        except ValidationError as exc:
+            if doc is None:  # CSV: the row number is the location, the column the field
+                problems += [
+                    Problem(str(path), line, ".".join(str(p) for p in e["loc"]), e["msg"])
+                    for e in exc.errors(include_url=False)
+                ]
+            else:
+                problems += problems_from_validation(path, doc, exc, prefix=loc[:1])
+    return out, problems
+
+
+def _find(folder: Path, stem: str) -> Path:
+    for suffix in (".csv", ".yaml", ".yml"):
+        candidate = folder / f"{stem}{suffix}"
+        if candidate.exists():
+            return candidate
+    raise ConfigError([Problem(str(folder / f"{stem}.csv"), None, "", "file not found (.csv, .yaml or .yml)")])
+
+
+def load_directory(folder: Path) -> Directory:
+    """Load ``units`` and ``people`` (CSV or YAML) from ``folder``; all problems at once."""
+    units_path, people_path = _find(folder, "units"), _find(folder, "people")
+    unit_rows, problems = _load(units_path, Unit)
+    people_rows, more = _load(people_path, Person)
+    problems += more
+    units: dict[str, Unit] = {}
+    for line, unit in unit_rows:
+        if unit.id in units:
+            problems.append(Problem(str(units_path), line, "id", f"duplicate unit id {unit.id!r}"))
+        units[unit.id] = unit
+    for line, unit in unit_rows:
+        if unit.parent and unit.parent not in units:
+            problems.append(Problem(str(units_path), line, "parent", f"unknown unit {unit.parent!r}"))
+    problems += _cycles(units, units_path, dict((u.id, ln) for ln, u in unit_rows))
+    seen: set[str] = set()
+    for line, person in people_rows:
+        if person.id in seen:
+            problems.append(Problem(str(people_path), line, "id", f"duplicate person id {person.id!r}"))
+        seen.add(person.id)
+        if person.unit not in units:
+            problems.append(Problem(str(people_path), line, "unit", f"unknown unit {person.unit!r}"))
+        if person.scope and person.scope not in units:
+            problems.append(Problem(str(people_path), line, "scope", f"unknown unit {person.scope!r}"))
+    if problems:
+        raise ConfigError(problems)
+    return Directory(units=units, people=[p for _, p in people_rows])
+
+
+def _cycles(units: dict[str, Unit], path: Path, lines: dict[str, int | None]) -> list[Problem]:
+    problems = []
+    for uid in units:
+        seen, cur = set(), uid
+        while cur in units and units[cur].parent:
+            if cur in seen:
+                problems.append(Problem(str(path), lines.get(uid), "parent", f"unit {uid!r} is in a parent cycle"))
+                break
+            seen.add(cur)
+            cur = units[cur].parent or ""
+    return problems
+
+
+def check_selectors(directory: Directory, selectors: Iterable[tuple[str, Selector]]) -> list[Problem]:
+    """Selector ids must exist; a selector that matches nobody is almost always a typo."""
+    problems = []
+    for where, sel in selectors:
+        for uid in [*sel.units, *sel.exclude]:
+            if uid not in directory.units:
+                problems.append(Problem(where, None, "who", f"unknown unit {uid!r}"))
+        if not directory.select(sel):
+            problems.append(Problem(where, None, "who", "selects no unit of the directory"))
+    return problems

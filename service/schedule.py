@@ -1,0 +1,309 @@
+"""The campaign schedule: YAML format, validation with located errors, and loading."""
+
+from __future__ import annotations
+
+import re
+from datetime import date, time
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from .errors import ConfigError, Problem
+from .sources import line_of, load_yaml, problems_from_validation, to_plain
+from .workdays import HolidayPolicy, WorkdayCalendar
+
+Slug = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
+Weekday = Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
+WEEKDAYS: tuple[str, ...] = Weekday.__args__  # type: ignore[attr-defined]
+ChannelName = Literal["email", "sms"]
+_YEAR_MONTH = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SendingWindow(Strict):
+    """When SMS may be sent (email is not limited): local time, working days by default."""
+
+    start: time = time(8, 0)
+    end: time = time(20, 0)
+    working_days_only: bool = True
+
+    @model_validator(mode="after")
+    def _ordered(self) -> SendingWindow:
+        if self.start >= self.end:
+            raise ValueError("start must be before end")
+        return self
+
+
+class WorkdaysSpec(Strict):
+    extra_holidays: list[date] = []
+    extra_workdays: list[date] = []
+    own_years: list[int] = Field(
+        default=[],
+        description="years whose holidays the schedule lists itself (beyond the data package)",
+    )
+
+
+class OfficeContact(Strict):
+    office: str
+    people: str
+    phone: str
+    email: str
+    address: str = ""
+
+
+class DigestSpec(Strict):
+    """Supervisors' overdue digests: one per supervisor per run."""
+
+    at: list[time] = [time(9, 30)]
+    working_days_only: bool = True
+    channels: list[ChannelName] = ["email"]
+    attachment: Literal["csv", "xlsx", "none"] = "xlsx"
+
+
+class Campaign(Strict):
+    key: Slug
+    name: str
+    timezone: str = "Asia/Shanghai"
+    start: date
+    end: date
+    due_time: time = time(17, 0)
+    workdays: WorkdaysSpec = WorkdaysSpec()
+    sending_window: SendingWindow = SendingWindow()
+    channels: list[ChannelName] = ["email", "sms"]
+    sms_daily_cap: int = Field(default=2, ge=0, le=50)
+    contact: OfficeContact
+    digest: DigestSpec = DigestSpec()
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Campaign:
+        if self.start > self.end:
+            raise ValueError("start must not be after end")
+        return self
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+
+class Selector(Strict):
+    """Which units owe an obligation: the union of the listed kinds, tags and ids."""
+
+    kinds: list[str] = []
+    tags: list[str] = []
+    units: list[str] = []
+    exclude: list[str] = []
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> Selector:
+        if not (self.kinds or self.tags or self.units):
+            raise ValueError("name at least one of kinds, tags or units")
+        return self
+
+
+def _weekday_name(value: Any) -> Any:
+    if isinstance(value, int) and not isinstance(value, bool):
+        # Numbers mean Monday=0 in APScheduler 3 but Sunday=0 in cron: refuse both.
+        raise ValueError("weekdays are given by name (e.g. friday), never by number")
+    return value.lower() if isinstance(value, str) else value
+
+
+class Once(Strict):
+    type: Literal["once"]
+    date: date
+
+
+class Weekly(Strict):
+    type: Literal["weekly"]
+    weekday: Weekday
+    start: date
+    end: date
+
+    _names = field_validator("weekday", mode="before")(_weekday_name)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Weekly:
+        if self.start > self.end:
+            raise ValueError("start must not be after end")
+        return self
+
+
+class Monthly(Strict):
+    type: Literal["monthly"]
+    start: str = Field(description="first month, YYYY-MM")
+    end: str = Field(description="last month, YYYY-MM")
+    day: int | Literal["last"] = "last"
+
+    @field_validator("start", "end", mode="before")
+    @classmethod
+    def _year_month(cls, value: Any) -> str:
+        text = str(value)
+        if not _YEAR_MONTH.match(text):
+            raise ValueError("expected a month as YYYY-MM (quote it in YAML)")
+        return text
+
+    @field_validator("day")
+    @classmethod
+    def _day_range(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and not 1 <= value <= 31:
+            raise ValueError("day must be 1..31 or 'last'")
+        return value
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Monthly:
+        if self.start > self.end:
+            raise ValueError("start must not be after end")
+        return self
+
+
+class Event(Strict):
+    """A dated happening to announce; nothing is submitted."""
+
+    type: Literal["event"]
+    date: date
+    at: time
+
+
+Recurrence = Annotated[Once | Weekly | Monthly | Event, Field(discriminator="type")]
+
+
+class Quota(Strict):
+    min: int = Field(default=1, ge=1)
+    target: int | None = None
+
+    @model_validator(mode="after")
+    def _target(self) -> Quota:
+        if self.target is not None and self.target < self.min:
+            raise ValueError("target must be at least min")
+        return self
+
+    @property
+    def goal(self) -> int:
+        return self.target if self.target is not None else self.min
+
+
+class Reminder(Strict):
+    """A reminder (or an event notice) ``days`` before the due date at ``at``."""
+
+    days: int = Field(ge=0, le=60)
+    count: Literal["working", "calendar"] = "working"
+    at: time = time(9, 0)
+    channels: list[ChannelName] | None = None
+
+
+class EscalationStep(Strict):
+    """After the due moment: who is told, when."""
+
+    after_days: int = Field(ge=0, le=60)
+    count: Literal["working", "calendar"] = "working"
+    at: time = time(9, 0)
+    notify: Literal["liaison", "head", "supervisors"]
+    channels: list[ChannelName] | None = None
+
+
+class Obligation(Strict):
+    key: Slug
+    title: str
+    who: Selector
+    recurrence: Recurrence
+    quota: Quota = Quota()
+    due_time: time | None = None
+    holiday_policy: HolidayPolicy = HolidayPolicy.PREVIOUS_WORKING_DAY
+    reminders: list[Reminder] = []
+    escalation: list[EscalationStep] = []
+    how_to_submit: str = ""
+    form: str = ""
+
+    @property
+    def is_event(self) -> bool:
+        return isinstance(self.recurrence, Event)
+
+
+class Schedule(Strict):
+    campaign: Campaign
+    obligations: list[Obligation]
+
+    @model_validator(mode="after")
+    def _unique_keys(self) -> Schedule:
+        seen: set[str] = set()
+        for ob in self.obligations:
+            if ob.key in seen:
+                raise ValueError(f"obligation key {ob.key!r} is used twice")
+            seen.add(ob.key)
+        return self
+
+    def obligation(self, key: str) -> Obligation:
+        for ob in self.obligations:
+            if ob.key == key:
+                return ob
+        raise KeyError(key)
+
+    def calendar(self, source: str = "schedule") -> WorkdayCalendar:
+        spec = self.campaign.workdays
+        return WorkdayCalendar(
+            extra_holidays=spec.extra_holidays,
+            extra_workdays=spec.extra_workdays,
+            own_years=spec.own_years,
+            source=source,
+        )
+
+
+def parse_schedule(path: Path, text: str | None = None) -> Schedule:
+    """Load and validate a schedule; every problem names the file, line and field."""
+    doc = load_yaml(path, text)
+    if not isinstance(doc, dict):
+        raise ConfigError([Problem(str(path), 1, "", "expected a mapping with campaign and obligations")])
+    try:
+        # Top-level "x-" keys hold YAML anchors shared by obligations (as in Compose files).
+        plain = {k: v for k, v in to_plain(doc).items() if not k.startswith("x-")}
+        schedule = Schedule.model_validate(plain)
+    except ValidationError as exc:
+        raise ConfigError(problems_from_validation(path, doc, exc)) from None
+    # Dates must lie in the campaign and in the working-day data: check by expanding.
+    from .occurrences import expand  # local: occurrences imports this module
+
+    problems: list[Problem] = []
+    for index, ob in enumerate(schedule.obligations):
+        try:
+            occurrences = expand(schedule, ob, schedule.calendar(str(path)))
+        except ConfigError as exc:
+            line = line_of(doc, ["obligations", index, "recurrence"])
+            problems += [
+                Problem(str(path), line, f"obligations[{index}].recurrence", p.message)
+                for p in exc.problems
+            ]
+            continue
+        for occ in occurrences:
+            if not schedule.campaign.start <= occ.due_date <= schedule.campaign.end:
+                problems.append(
+                    Problem(
+                        str(path),
+                        line_of(doc, ["obligations", index, "recurrence"]),
+                        f"obligations[{index}].recurrence",
+                        f"{occ.key} is due {occ.due_date}, outside the campaign "
+                        f"{schedule.campaign.start}..{schedule.campaign.end}",
+                    )
+                )
+    if problems:
+        raise ConfigError(problems)
+    return schedule

@@ -1,0 +1,118 @@
+"""Reading YAML and CSV inputs while remembering where every value came from.
+
+Validation errors must name the file, the line and the field, so loaders keep the
+ruamel.yaml node positions (YAML) or the row numbers (CSV) next to the plain data.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError
+
+from .errors import ConfigError, Problem
+
+MAX_INPUT_BYTES = 5 * 1024 * 1024  # a schedule or directory is hand-written, not bulk data
+
+
+def read_text(path: Path) -> str:
+    try:
+        if path.stat().st_size > MAX_INPUT_BYTES:
+            raise ConfigError([Problem(str(path), None, "", "file is larger than 5 MB")])
+        return path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise ConfigError([Problem(str(path), None, "", "file not found")]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            [Problem(str(path), None, "", f"not UTF-8 text ({exc.reason})")]
+        ) from None
+    except OSError as exc:
+        raise ConfigError([Problem(str(path), None, "", exc.strerror or str(exc))]) from None
+
+
+def load_yaml(path: Path, text: str | None = None) -> Any:
+    """Parse YAML keeping positions; syntax errors become located problems."""
+    text = read_text(path) if text is None else text
+    yaml = YAML(typ="rt")
+    try:
+        return yaml.load(text)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else None
+        msg = " ".join(str(p) for p in (exc.context, exc.problem) if p)
+        raise ConfigError([Problem(str(path), line, "", f"YAML syntax: {msg}")]) from None
+    except Exception as exc:  # ruamel raises a few unmarked errors (duplicate keys…)
+        raise ConfigError([Problem(str(path), None, "", f"YAML: {exc}")]) from None
+
+
+def line_of(doc: Any, loc: Sequence[int | str]) -> int | None:
+    """The 1-based line of the deepest node of ``loc`` that exists in ``doc``."""
+    line: int | None = None
+    node = doc
+    if isinstance(node, CommentedMap | CommentedSeq):
+        line = node.lc.line + 1
+    for part in loc:
+        if isinstance(node, CommentedMap) and part in node:
+            line = node.lc.key(part)[0] + 1
+            node = node[part]
+        elif isinstance(node, CommentedSeq) and isinstance(part, int) and part < len(node):
+            line = node.lc.item(part)[0] + 1
+            node = node[part]
+        else:
+            break
+    return line
+
+
+def field_name(loc: Sequence[int | str]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def problems_from_validation(
+    path: Path | str, doc: Any, exc: ValidationError, prefix: Sequence[int | str] = ()
+) -> list[Problem]:
+    problems = []
+    for err in exc.errors(include_url=False):
+        # pydantic adds the tag of a discriminated union or a function name to the path
+        loc = [p for p in err["loc"] if not (isinstance(p, str) and "[" in p)]
+        full = [*prefix, *loc]
+        msg = err["msg"]
+        problems.append(Problem(str(path), line_of(doc, full), field_name(full), msg))
+    return problems
+
+
+def to_plain(node: Any) -> Any:
+    """Turn ruamel containers into dicts and lists (pydantic wants plain data)."""
+    if isinstance(node, dict):
+        return {str(k): to_plain(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [to_plain(v) for v in node]
+    return node
+
+
+def read_csv(path: Path) -> list[tuple[int, dict[str, str]]]:
+    """Rows of a CSV file with their 1-based line numbers (header is line 1)."""
+    text = read_text(path)
+    reader = csv.DictReader(io.StringIO(text))
+    rows: list[tuple[int, dict[str, str]]] = []
+    try:
+        for row in reader:
+            if None in row:
+                raise ConfigError(
+                    [Problem(str(path), reader.line_num, "", "more cells than header columns")]
+                )
+            if not any((v or "").strip() for v in row.values()):
+                continue
+            rows.append((reader.line_num, {k.strip(): (v or "").strip() for k, v in row.items()}))
+    except csv.Error as exc:
+        raise ConfigError([Problem(str(path), reader.line_num, "", f"CSV: {exc}")]) from None
+    return rows

@@ -1,0 +1,123 @@
+"""Table definitions (SQLAlchemy Core). The schema itself is created by migrations."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Aware datetimes only; stored as UTC. SQLite would silently drop the offset."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"naive datetime {value!r} cannot be stored")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, str):  # raw SQL paths on SQLite
+            value = datetime.fromisoformat(value)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+submissions = sa.Table(
+    "submissions",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("campaign", sa.String(64), nullable=False),
+    sa.Column("unit_id", sa.String(64), nullable=False),
+    sa.Column("obligation", sa.String(64), nullable=False),
+    sa.Column("period", sa.String(32), nullable=False),
+    sa.Column("count", sa.Integer, nullable=False),
+    sa.Column("submitted_at", UtcDateTime, nullable=False),
+    sa.Column("recorded_at", UtcDateTime, nullable=False),
+    sa.Column("source", sa.String(16), nullable=False),
+    sa.Column("recorded_by", sa.String(128), nullable=False),
+    sa.Column("note", sa.Text, nullable=False, server_default=""),
+    sa.Column("retracted_at", UtcDateTime, nullable=True),
+    sa.Column("retracted_by", sa.String(128), nullable=True),
+    sa.Column("retract_reason", sa.Text, nullable=True),
+    sa.CheckConstraint("count > 0", name="count_positive"),
+    sa.Index("ix_submissions_occurrence", "campaign", "obligation", "period", "unit_id"),
+)
+
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("at", UtcDateTime, nullable=False),
+    sa.Column("actor", sa.String(128), nullable=False),
+    sa.Column("action", sa.String(32), nullable=False),
+    sa.Column("campaign", sa.String(64), nullable=False),
+    sa.Column("subject", sa.String(128), nullable=False),
+    sa.Column("detail", sa.JSON, nullable=False),
+)
+
+messages = sa.Table(
+    "messages",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("idem_key", sa.String(512), nullable=False, unique=True),
+    sa.Column("campaign", sa.String(64), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),  # reminder|overdue|escalation|digest|notice
+    sa.Column("step", sa.String(64), nullable=False),
+    sa.Column("obligation", sa.String(64), nullable=True),
+    sa.Column("periods", sa.JSON, nullable=False),  # occurrence keys the message is about
+    sa.Column("units", sa.JSON, nullable=False),
+    sa.Column("recipient_id", sa.String(64), nullable=False),
+    sa.Column("channel", sa.String(8), nullable=False),
+    sa.Column("due_at", UtcDateTime, nullable=False),  # the planned moment
+    sa.Column("next_attempt_at", UtcDateTime, nullable=False),  # when it may be claimed
+    sa.Column("expires_at", UtcDateTime, nullable=True),  # after this it is stale
+    sa.Column("status", sa.String(12), nullable=False, server_default="pending"),
+    sa.Column("reason", sa.Text, nullable=False, server_default=""),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("claimed_by", sa.String(64), nullable=True),
+    sa.Column("lease_until", UtcDateTime, nullable=True),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+    sa.Column("sent_at", UtcDateTime, nullable=True),
+    sa.Column("provider_id", sa.String(128), nullable=True),
+    sa.Column("subject", sa.Text, nullable=True),
+    sa.Column("body", sa.Text, nullable=True),
+    sa.Column("address", sa.String(256), nullable=True),
+    sa.Index("ix_messages_claim", "status", "next_attempt_at"),
+)
+
+delivery_attempts = sa.Table(
+    "delivery_attempts",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("message_id", BigId, sa.ForeignKey("messages.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("at", UtcDateTime, nullable=False),
+    sa.Column("worker", sa.String(64), nullable=False),
+    sa.Column("outcome", sa.String(16), nullable=False),  # sent|transient|permanent|cancelled|stale
+    sa.Column("error", sa.Text, nullable=False, server_default=""),
+    sa.Column("provider_id", sa.String(128), nullable=True),
+    sa.Column("duration_ms", sa.Integer, nullable=False, server_default="0"),
+    sa.Index("ix_delivery_attempts_message", "message_id"),
+)
