@@ -1,0 +1,7 @@
+"""``python -m service`` is the same as the ``service`` command."""
+
+from __future__ import annotations
+
+from .cli import main
+
+main()

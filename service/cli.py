@@ -1,0 +1,289 @@
+"""The ``service`` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from . import render
+from .clock import Clock, RealClock
+from .config import Settings
+from .errors import ConfigError, LedgerError
+from .model import CampaignModel, load_model
+from .status import compute_status, overdue_in_scope
+from .store.db import create_engine, migrate
+from .store.ledger import Ledger
+from .submissions import NewSubmission, check, load_submissions_csv, parse_time
+
+app = typer.Typer(
+    help="Campaign calendar, submissions ledger and reminders.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+T = TypeVar("T")
+
+
+@dataclass
+class Context:
+    settings: Settings
+    clock: Clock
+
+    def model(self) -> CampaignModel:
+        return load_model(self.settings.schedule, self.settings.contacts)
+
+    def at(self, text: str | None, model: CampaignModel) -> datetime:
+        if text is None:
+            return self.clock.now()
+        try:
+            return parse_time(text, model.schedule.campaign.timezone)
+        except ValueError:
+            fail(f"--at: not an ISO 8601 time: {text!r} (e.g. 2023-06-26T09:00+08:00)")
+            raise  # unreachable; keeps type checkers happy
+
+
+def fail(message: str, code: int = 1) -> None:
+    typer.echo(f"错误 / error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def run_async(ctx: typer.Context, fn: Callable[[Context], Awaitable[T]]) -> T:
+    state: Context = ctx.obj
+    try:
+        return asyncio.run(fn(state))
+    except ConfigError as exc:
+        typer.echo(f"{len(exc.problems)} problem(s):", err=True)
+        for problem in exc.problems:
+            typer.echo(f"  {problem}", err=True)
+        raise typer.Exit(1) from None
+    except LedgerError as exc:
+        fail(str(exc))
+        raise
+
+
+async def with_ledger(state: Context, model: CampaignModel, fn: Callable[[Ledger], Awaitable[T]]) -> T:
+    engine = create_engine(state.settings.db_url)
+    try:
+        await migrate(engine)
+        return await fn(Ledger(engine, model.key, state.clock))
+    finally:
+        await engine.dispose()
+
+
+@app.callback()
+def main_options(
+    ctx: typer.Context,
+    schedule: Annotated[Path | None, typer.Option(help="Schedule YAML [env SERVICE_SCHEDULE].")] = None,
+    contacts: Annotated[Path | None, typer.Option(help="Directory folder [env SERVICE_CONTACTS].")] = None,
+    state_dir: Annotated[Path | None, typer.Option(help="State folder [env SERVICE_STATE_DIR].")] = None,
+    database_url: Annotated[
+        str | None, typer.Option(help="Database URL (default SQLite in the state folder) [env SERVICE_DATABASE_URL].")
+    ] = None,
+) -> None:
+    overrides: dict[str, Any] = {
+        k: v
+        for k, v in dict(schedule=schedule, contacts=contacts, state_dir=state_dir, database_url=database_url).items()
+        if v is not None
+    }
+    ctx.obj = Context(Settings(**overrides), RealClock())
+
+
+@app.command()
+def validate(ctx: typer.Context) -> None:
+    """Check the schedule, the directory and the templates; list every located problem."""
+
+    async def go(state: Context) -> None:
+        model = state.model()
+        from .templates import check_templates
+
+        check_templates(model, state.settings.templates)
+        n_sub = len(model.submittable())
+        typer.echo(
+            f"OK: {model.key}: {len(model.schedule.obligations)} obligations, "
+            f"{len(model.occurrences)} occurrences ({n_sub} to submit), "
+            f"{len(model.directory.units)} units, {len(model.directory.people)} people"
+        )
+
+    run_async(ctx, go)
+
+
+@app.command()
+def calendar(ctx: typer.Context, json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Every occurrence: obligation, period, due moment, kind, units owing it."""
+
+    async def go(state: Context) -> None:
+        model = state.model()
+        payload = render.calendar_payload(model)
+        if json:
+            typer.echo(render.dump_json(payload))
+            return
+        rows = [
+            [o["due"], o["obligation"], o["period"], o["kind"], str(o["units_owing"]),
+             "—" if o["kind"] == "event" else f"{o['quota']['min']}/{o['quota']['target']}", "顺延/提前" if o["shifted"] else ""]
+            for o in payload["occurrences"]
+        ]
+        render.console().print(
+            render.table(model.schedule.campaign.name,
+                         ["截止时间", "事项", "周期", "类型", "应报单位数", "最低/目标", "节假日调整"], rows)
+        )
+
+    run_async(ctx, go)
+
+
+@app.command()
+def submit(
+    ctx: typer.Context,
+    unit: Annotated[str, typer.Option(help="Unit id.")],
+    obligation: Annotated[str, typer.Option(help="Obligation key.")],
+    period: Annotated[str, typer.Option(help="Period key, e.g. 2023-W25 or 2023-07.")],
+    count: Annotated[int, typer.Option(min=1)] = 1,
+    at: Annotated[str | None, typer.Option(help="When it was submitted (ISO 8601).")] = None,
+    source: Annotated[str, typer.Option(help="admin | liaison-link | import | inbound-mail")] = "admin",
+    actor: Annotated[str, typer.Option(help="Who records it.")] = "cli",
+) -> None:
+    """Record a submission."""
+
+    async def go(state: Context) -> None:
+        model = state.model()
+        check(model, unit, obligation, period, count)
+        from .submissions import SOURCES
+
+        if source not in SOURCES:
+            raise LedgerError(f"source: must be one of {', '.join(SOURCES)}")
+        sub = NewSubmission(unit, obligation, period, count, state.at(at, model), source)  # type: ignore[arg-type]
+        ids = await with_ledger(state, model, lambda led: led.record([sub], actor))
+        typer.echo(f"recorded submission {ids[0]}: {unit} {obligation}@{period} ×{count}")
+
+    run_async(ctx, go)
+
+
+@app.command()
+def retract(
+    ctx: typer.Context,
+    unit: Annotated[str, typer.Option()],
+    obligation: Annotated[str, typer.Option()],
+    period: Annotated[str, typer.Option()],
+    id: Annotated[int | None, typer.Option("--id", help="A specific submission id.")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Retract every active submission.")] = False,
+    reason: Annotated[str, typer.Option()] = "",
+    actor: Annotated[str, typer.Option()] = "cli",
+) -> None:
+    """Retract the latest submission of an occurrence (re-opens it); audited."""
+
+    async def go(state: Context) -> None:
+        model = state.model()
+        check(model, unit, obligation, period)
+        ids = await with_ledger(
+            state, model, lambda led: led.retract(unit, obligation, period, actor, reason, id, all_)
+        )
+        typer.echo(f"retracted submission(s) {', '.join(map(str, ids))}")
+
+    run_async(ctx, go)
+
+
+@app.command("import")
+def import_(
+    ctx: typer.Context,
+    csv_file: Annotated[Path, typer.Argument(help="CSV with unit,obligation,period,count,at")],
+    actor: Annotated[str, typer.Option()] = "import",
+) -> None:
+    """Import submissions from CSV: all rows or none."""
+
+    async def go(state: Context) -> None:
+        model = state.model()
+        subs = load_submissions_csv(csv_file, model)
+        ids = await with_ledger(state, model, lambda led: led.record(subs, actor))
+        typer.echo(f"imported {len(ids)} submission(s)")
+
+    run_async(ctx, go)
+
+
+@app.command()
+def status(
+    ctx: typer.Context,
+    at: Annotated[str | None, typer.Option(help="Moment to evaluate (ISO 8601); default now.")] = None,
+    unit: Annotated[str | None, typer.Option(help="Only this unit.")] = None,
+    json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """For each unit and each open occurrence: done / outstanding / overdue with quota progress."""
+
+    async def go(state: Context) -> None:
+        model = state.model()
+        if unit is not None and unit not in model.directory.units:
+            raise LedgerError(f"--unit: unknown unit {unit!r}")
+        moment = state.at(at, model)
+        counts = await with_ledger(state, model, lambda led: led.counts(as_of=moment))
+        rows = compute_status(model, counts, moment, [unit] if unit else None)
+        payload = render.status_payload(model, rows, moment)
+        if json:
+            typer.echo(render.dump_json(payload))
+            return
+        table_rows = [
+            [r["unit_name"], r["obligation"], r["period"], r["due"], render.STATE_LABEL[r["state"]],
+             f"{r['count']}/{r['target']}"]
+            for r in payload["rows"]
+        ]
+        s = payload["summary"]
+        render.console().print(
+            render.table(f"{model.schedule.campaign.name} — {payload['at']}",
+                         ["单位", "事项", "周期", "截止时间", "状态", "进度"], table_rows)
+        )
+        typer.echo(f"已完成 {s['done']} · 待报送 {s['outstanding']} · 逾期 {s['overdue']}")
+
+    run_async(ctx, go)
+
+
+@app.command()
+def overdue(
+    ctx: typer.Context,
+    at: Annotated[str | None, typer.Option(help="Moment to evaluate (ISO 8601); default now.")] = None,
+    scope: Annotated[str | None, typer.Option(help="A unit id: only its subtree.")] = None,
+    json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Overdue units grouped by obligation, limited to a supervisor's scope."""
+
+    async def go(state: Context) -> None:
+        model = state.model()
+        if scope is not None and scope not in model.directory.units:
+            raise LedgerError(f"--scope: unknown unit {scope!r}")
+        moment = state.at(at, model)
+        counts = await with_ledger(state, model, lambda led: led.counts(as_of=moment))
+        payload = render.overdue_payload(model, overdue_in_scope(model, counts, moment, scope), moment, scope)
+        if json:
+            typer.echo(render.dump_json(payload))
+            return
+        out = render.console()
+        if not payload["obligations"]:
+            typer.echo("没有逾期单位。")
+        for group in payload["obligations"]:
+            rows = [[u["unit_name"], u["period"], u["due"], f"{u['count']}/{u['min']}", str(u["days_late"])]
+                    for u in group["units"]]
+            out.print(render.table(f"{group['title']}（{len(rows)}）", ["单位", "周期", "截止时间", "已报/最低", "逾期天数"], rows))
+
+    run_async(ctx, go)
+
+
+@app.command("migrate")
+def migrate_cmd(ctx: typer.Context) -> None:
+    """Create or upgrade the database schema (also done automatically by other commands)."""
+
+    async def go(state: Context) -> None:
+        engine = create_engine(state.settings.db_url)
+        try:
+            await migrate(engine)
+        finally:
+            await engine.dispose()
+        typer.echo("schema is up to date")
+
+    run_async(ctx, go)
+
+
+def main() -> None:
+    sys.exit(app())  # typer raises SystemExit itself; this keeps the entry point explicit

@@ -1,0 +1,72 @@
+"""The loaded campaign: schedule + directory + calendar + occurrences, cross-checked."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .directory import Directory, check_selectors, load_directory
+from .errors import ConfigError, Problem
+from .occurrences import Occurrence, all_occurrences
+from .schedule import Schedule, parse_schedule
+from .workdays import WorkdayCalendar
+
+
+@dataclass
+class CampaignModel:
+    """Everything derived from the input files; immutable once built."""
+
+    schedule: Schedule
+    directory: Directory
+    calendar: WorkdayCalendar
+    occurrences: list[Occurrence]
+    owers: dict[str, list[str]]  # obligation key -> unit ids that owe it
+    _by_key: dict[str, Occurrence] = field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        self._by_key = {o.key: o for o in self.occurrences}
+
+    @property
+    def key(self) -> str:
+        return self.schedule.campaign.key
+
+    def occurrence(self, obligation: str, period: str) -> Occurrence | None:
+        return self._by_key.get(f"{obligation}@{period}")
+
+    def submittable(self) -> list[Occurrence]:
+        return [o for o in self.occurrences if o.kind != "event"]
+
+
+def build_model(schedule: Schedule, directory: Directory, source: str = "schedule") -> CampaignModel:
+    selectors = [(f"{source}: obligations[{i}] ({ob.key})", ob.who) for i, ob in enumerate(schedule.obligations)]
+    problems = check_selectors(directory, selectors)
+    for person in directory.supervisors():
+        if person.scope and person.scope not in directory.units:
+            problems.append(Problem("people", None, "scope", f"unknown unit {person.scope!r}"))
+    if problems:
+        raise ConfigError(problems)
+    calendar = schedule.calendar(source)
+    return CampaignModel(
+        schedule=schedule,
+        directory=directory,
+        calendar=calendar,
+        occurrences=all_occurrences(schedule, calendar),
+        owers={ob.key: directory.select(ob.who) for ob in schedule.obligations},
+    )
+
+
+def load_model(schedule_path: Path, contacts_dir: Path) -> CampaignModel:
+    """Load and cross-check the schedule and directory; all problems are reported together."""
+    problems: list[Problem] = []
+    schedule = directory = None
+    try:
+        schedule = parse_schedule(schedule_path)
+    except ConfigError as exc:
+        problems += exc.problems
+    try:
+        directory = load_directory(contacts_dir)
+    except ConfigError as exc:
+        problems += exc.problems
+    if problems or schedule is None or directory is None:
+        raise ConfigError(problems)
+    return build_model(schedule, directory, str(schedule_path))

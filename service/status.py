@@ -1,0 +1,66 @@
+"""Who owes what at a moment: done / outstanding / overdue (pure functions)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+from .model import CampaignModel
+from .occurrences import Occurrence
+
+State = Literal["done", "outstanding", "overdue"]
+Counts = Mapping[tuple[str, str, str], int]  # (unit, obligation, period) -> count
+
+
+@dataclass(frozen=True)
+class UnitStatus:
+    unit: str
+    occurrence: Occurrence
+    count: int
+    state: State
+
+    @property
+    def progress(self) -> str:
+        return f"{self.count}/{self.occurrence.quota_goal}"
+
+
+def state_of(occ: Occurrence, count: int, at: datetime) -> State:
+    if count >= occ.quota_min:
+        return "done"
+    return "overdue" if at > occ.due_at else "outstanding"
+
+
+def open_occurrences(model: CampaignModel, at: datetime) -> list[Occurrence]:
+    """Occurrences whose period has started by ``at`` (events are not submitted)."""
+    return [o for o in model.submittable() if o.opens_at <= at]
+
+
+def compute_status(
+    model: CampaignModel,
+    counts: Counts,
+    at: datetime,
+    units: Iterable[str] | None = None,
+) -> list[UnitStatus]:
+    wanted = set(units) if units is not None else None
+    out = []
+    for occ in open_occurrences(model, at):
+        for uid in model.owers[occ.obligation]:
+            if wanted is not None and uid not in wanted:
+                continue
+            count = counts.get((uid, occ.obligation, occ.period), 0)
+            out.append(UnitStatus(uid, occ, count, state_of(occ, count, at)))
+    return out
+
+
+def overdue_in_scope(
+    model: CampaignModel, counts: Counts, at: datetime, scope: str | None = None
+) -> dict[str, list[UnitStatus]]:
+    """Overdue unit-occurrences grouped by obligation, limited to ``scope``'s subtree."""
+    units = model.directory.subtree(scope) if scope else None
+    grouped: dict[str, list[UnitStatus]] = {}
+    for st in compute_status(model, counts, at, units):
+        if st.state == "overdue":
+            grouped.setdefault(st.occurrence.obligation, []).append(st)
+    return grouped

@@ -1,0 +1,170 @@
+"""The submissions ledger: record, retract (with audit trail), count."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from ..clock import Clock
+from ..errors import LedgerError
+from ..submissions import NewSubmission
+from .tables import audit_log, submissions
+
+
+@dataclass(frozen=True)
+class SubmissionRow:
+    id: int
+    unit: str
+    obligation: str
+    period: str
+    count: int
+    submitted_at: datetime
+    source: str
+    recorded_by: str
+    retracted_at: datetime | None
+
+
+class Ledger:
+    """Submissions of one campaign. Every change writes an audit row in the same transaction."""
+
+    def __init__(self, engine: AsyncEngine, campaign: str, clock: Clock) -> None:
+        self._engine = engine
+        self._campaign = campaign
+        self._clock = clock
+
+    async def record(self, subs: Sequence[NewSubmission], actor: str) -> list[int]:
+        """Insert submissions atomically (all or none); returns their ids."""
+        now = self._clock.now()
+        ids: list[int] = []
+        async with self._engine.begin() as conn:
+            for sub in subs:
+                result = await conn.execute(
+                    submissions.insert()
+                    .values(
+                        campaign=self._campaign,
+                        unit_id=sub.unit,
+                        obligation=sub.obligation,
+                        period=sub.period,
+                        count=sub.count,
+                        submitted_at=sub.at,
+                        recorded_at=now,
+                        source=sub.source,
+                        recorded_by=actor,
+                        note=sub.note,
+                    )
+                    .returning(submissions.c.id)
+                )
+                sid = int(result.scalar_one())
+                ids.append(sid)
+                await self._audit(conn, now, actor, "submit", sid, sub.__dict__)
+        return ids
+
+    async def retract(
+        self,
+        unit: str,
+        obligation: str,
+        period: str,
+        actor: str,
+        reason: str = "",
+        submission_id: int | None = None,
+        everything: bool = False,
+    ) -> list[int]:
+        """Retract the latest active submission (or one by id, or all); re-opens the quota."""
+        now = self._clock.now()
+        c = submissions.c
+        async with self._engine.begin() as conn:
+            query = (
+                sa.select(c.id)
+                .where(
+                    c.campaign == self._campaign,
+                    c.unit_id == unit,
+                    c.obligation == obligation,
+                    c.period == period,
+                    c.retracted_at.is_(None),
+                )
+                .order_by(c.submitted_at.desc(), c.id.desc())
+            )
+            if submission_id is not None:
+                query = query.where(c.id == submission_id)
+            elif not everything:
+                query = query.limit(1)
+            ids = [int(i) for i in (await conn.execute(query)).scalars()]
+            if not ids:
+                raise LedgerError(
+                    f"no active submission of {obligation}@{period} by {unit}"
+                    + (f" with id {submission_id}" if submission_id is not None else "")
+                )
+            await conn.execute(
+                submissions.update()
+                .where(c.id.in_(ids))
+                .values(retracted_at=now, retracted_by=actor, retract_reason=reason)
+            )
+            for sid in ids:
+                await self._audit(conn, now, actor, "retract", sid, {"reason": reason})
+        return ids
+
+    async def counts(self, as_of: datetime | None = None) -> dict[tuple[str, str, str], int]:
+        """Active counts per (unit, obligation, period), only submissions made by ``as_of``.
+
+        A retraction is a correction: a retracted submission never counts, at any moment
+        (the audit trail keeps what happened).
+        """
+        c = submissions.c
+        query = sa.select(c.unit_id, c.obligation, c.period, sa.func.sum(c.count)).where(
+            c.campaign == self._campaign, c.retracted_at.is_(None)
+        )
+        if as_of is not None:
+            query = query.where(c.submitted_at <= as_of)
+        query = query.group_by(c.unit_id, c.obligation, c.period)
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return {(r[0], r[1], r[2]): int(r[3]) for r in rows}
+
+    async def count_of(self, unit: str, obligation: str, period: str) -> int:
+        c = submissions.c
+        query = sa.select(sa.func.coalesce(sa.func.sum(c.count), 0)).where(
+            c.campaign == self._campaign,
+            c.unit_id == unit,
+            c.obligation == obligation,
+            c.period == period,
+            c.retracted_at.is_(None),
+        )
+        async with self._engine.connect() as conn:
+            return int((await conn.execute(query)).scalar_one())
+
+    async def history(self, unit: str | None = None) -> list[SubmissionRow]:
+        c = submissions.c
+        query = sa.select(
+            c.id, c.unit_id, c.obligation, c.period, c.count, c.submitted_at,
+            c.source, c.recorded_by, c.retracted_at,
+        ).where(c.campaign == self._campaign).order_by(c.id)
+        if unit:
+            query = query.where(c.unit_id == unit)
+        async with self._engine.connect() as conn:
+            return [SubmissionRow(*r) for r in (await conn.execute(query)).all()]
+
+    async def audit_trail(self) -> list[dict[str, Any]]:
+        a = audit_log.c
+        async with self._engine.connect() as conn:
+            rows = await conn.execute(
+                sa.select(a.at, a.actor, a.action, a.subject, a.detail)
+                .where(a.campaign == self._campaign)
+                .order_by(a.id)
+            )
+            return [dict(r._mapping) for r in rows]
+
+    async def _audit(
+        self, conn: AsyncConnection, now: datetime, actor: str, action: str, sid: int, detail: dict[str, Any]
+    ) -> None:
+        safe = {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in detail.items()}
+        await conn.execute(
+            audit_log.insert().values(
+                at=now, actor=actor, action=action, campaign=self._campaign,
+                subject=f"submission:{sid}", detail=safe,
+            )
+        )
