@@ -224,6 +224,7 @@ class EscalationStep(Strict):
 class Obligation(Strict):
     key: Slug
     title: str
+    short_title: str = Field(default="", max_length=12, description="for SMS variables")
     who: Selector
     recurrence: Recurrence
     quota: Quota = Quota()
@@ -233,6 +234,10 @@ class Obligation(Strict):
     escalation: list[EscalationStep] = []
     how_to_submit: str = ""
     form: str = ""
+
+    @property
+    def sms_title(self) -> str:
+        return self.short_title or self.title[:8]
 
     @property
     def is_event(self) -> bool:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import email.policy
 import email.utils
 import logging
 import os
@@ -58,8 +57,6 @@ class Secret:
     def __repr__(self) -> str:
         return "Secret('**********')"
 
-    __str__ = __repr__
-
 
 @dataclass(frozen=True)
 class SmtpSettings:
@@ -86,9 +83,7 @@ class SmtpSettings:
 
     def __post_init__(self, environ: Mapping[str, str] | None) -> None:
         if self.security not in ("tls", "starttls", "none"):
-            raise ValueError(
-                f"security must be tls, starttls or none: {self.security!r}"
-            )
+            raise ValueError(f"unknown security mode {self.security!r}")
         if self.pool_size < 1 or self.timeout <= 0:
             raise ValueError("pool_size must be >= 1 and timeout > 0")
         if (self.username is None) != (self.password_env is None):
@@ -96,9 +91,7 @@ class SmtpSettings:
         if not self.message_id_domain:
             domain = self.from_addr.rpartition("@")[2]
             if not domain:
-                raise ValueError(
-                    "message_id_domain is empty and from_addr has no domain"
-                )
+                raise ValueError("from_addr has no domain for message_id_domain")
             object.__setattr__(self, "message_id_domain", domain)
         password: Secret | None = None
         if self.password_env is not None:
@@ -204,6 +197,8 @@ def _by_code(code: int, message: str) -> DeliveryError:
     return TransientDeliveryError(message, code=str(code))
 
 
+# NOOP answers meaning "this pooled session is gone": disconnect, or 421 closing.
+_STALE_SESSION = (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPResponseException)
 # A peer hanging up mid-handshake is a network event, not a misconfiguration.
 _TLS_NETWORK_ERRORS = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError)
 
@@ -280,39 +275,29 @@ class EmailChannel:
             if not isinstance(exc, Exception):
                 raise
             error = classify(exc)
-            log.warning(
-                "email to %s failed: %s (%s)",
-                mask_address(envelope.address),
-                error,
-                type(error).__name__,
-            )
+            log.warning("email to %s failed: %r", mask_address(envelope.address), error)
             if error is exc:
                 raise
             raise error from exc
         finally:
             self._idle.put_nowait(client)
-        return SendResult(provider_id=msg["Message-ID"], detail=response)
+        return SendResult(provider_id=str(msg["Message-ID"]), detail=response)
 
     async def _send_on(
         self, client: aiosmtplib.SMTP, msg: EmailMessage, to: str
     ) -> str:
-        reused = client.is_connected
-        if not reused:
+        if client.is_connected:
+            # An idle session may have been dropped by the server without us noticing
+            # yet; probing before the transaction keeps the reconnect duplicate-free.
+            try:
+                await client.noop()
+            except _STALE_SESSION:
+                client.close()
+        if not client.is_connected:
             await client.connect()
-        try:
-            errors, response = await client.send_message(
-                msg, sender=self.settings.from_addr, recipients=[to]
-            )
-        except aiosmtplib.SMTPServerDisconnected as exc:
-            # aiosmtplib says "Server not connected" only before writing a command, so
-            # the message was not sent and one reconnect cannot cause a duplicate.
-            if not reused or "not connected" not in str(exc):
-                raise
-            client.close()
-            await client.connect()
-            errors, response = await client.send_message(
-                msg, sender=self.settings.from_addr, recipients=[to]
-            )
+        errors, response = await client.send_message(
+            msg, sender=self.settings.from_addr, recipients=[to]
+        )
         if errors:  # a partial refusal does not raise
             refused = next(iter(errors.values()))
             raise _by_code(refused.code, f"recipient refused: {refused.message}")

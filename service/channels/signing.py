@@ -46,8 +46,8 @@ def _hmac_sha256(key: bytes, message: str) -> bytes:
 
 
 def aliyun_canonical_query(params: Mapping[str, str]) -> str:
-    """Sorted ``k=v&…`` with both sides percent-encoded; ``Signature`` is never signed."""
-    # Sorting the UTF-8 bytes is the documented order; for str that equals code point order.
+    """Sorted, percent-encoded ``k=v&…``; a ``Signature`` entry is never signed."""
+    # The doc sorts UTF-8 bytes; code point order on str is the same order.
     items = sorted((k, v) for k, v in params.items() if k != "Signature")
     return "&".join(f"{percent_encode(k)}={percent_encode(v)}" for k, v in items)
 
@@ -74,7 +74,7 @@ def aliyun_v3_canonical_request(
     *,
     uri: str = "/",
 ) -> tuple[str, str]:
-    """Return ``(CanonicalRequest, SignedHeaders)``; signs host, content-type, x-acs-*."""
+    """Return ``(CanonicalRequest, SignedHeaders)`` over host, content-type, x-acs-*."""
     signed = {
         name.lower(): value.strip()
         for name, value in headers.items()
@@ -100,7 +100,9 @@ def aliyun_v3_signature(secret: str, string_to_sign: str) -> str:
     return _hmac_sha256(secret.encode("utf-8"), string_to_sign).hex()
 
 
-def aliyun_v3_authorization(access_key_id: str, signed_headers: str, signature: str) -> str:
+def aliyun_v3_authorization(
+    access_key_id: str, signed_headers: str, signature: str
+) -> str:
     """The V3 ``Authorization`` header (comma separated, no spaces)."""
     return (
         f"{ACS3_ALGORITHM} Credential={access_key_id},"
@@ -138,7 +140,9 @@ def tc3_string_to_sign(timestamp: int, service: str, canonical_request: str) -> 
     return f"{TC3_ALGORITHM}\n{timestamp}\n{scope}\n{digest}"
 
 
-def tc3_derived_keys(secret_key: str, date: str, service: str) -> tuple[bytes, bytes, bytes]:
+def tc3_derived_keys(
+    secret_key: str, date: str, service: str
+) -> tuple[bytes, bytes, bytes]:
     """``(SecretDate, SecretService, SecretSigning)``."""
     secret_date = _hmac_sha256(f"TC3{secret_key}".encode(), date)
     secret_service = _hmac_sha256(secret_date, service)

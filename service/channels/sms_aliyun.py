@@ -53,7 +53,7 @@ _TRANSIENT = frozenset(
         "isp.SYSTEM_ERROR",
         "ServiceUnavailable",
         "InternalError",
-        # A replayed nonce only means this attempt's nonce clashed; a new attempt is fine.
+        # Only this attempt's nonce clashed; a new attempt gets a fresh one.
         "SignatureNonceUsed",
     }
 )
@@ -86,6 +86,9 @@ def classify_aliyun(
     code: str, message: str, *, retry_after: float | None = None
 ) -> DeliveryError:
     """The delivery error for a non-``OK`` SendSms ``Code``."""
+    # SignatureDoesNotMatch echoes the whole query (phone number included) after this
+    # marker; the error text ends up in logs and the outbox, so drop it.
+    message = message.split("server string to sign is")[0].strip()[:200]
     text = f"{code}: {message}" if message else code
     if code in _TRANSIENT or code.startswith("Throttling"):
         if retry_after is None and code == "isv.BUSINESS_LIMIT_CONTROL":
@@ -160,7 +163,9 @@ class AliyunSms(HttpSmsChannel):
         try:
             result = self._interpret(response)
         except DeliveryError as exc:
-            log.warning("aliyun sms to %s failed: %s", mask_address(envelope.address), exc.code)
+            log.warning(
+                "aliyun sms to %s failed: %s", mask_address(envelope.address), exc.code
+            )
             raise
         log.info("aliyun sms to %s accepted", mask_address(envelope.address))
         return result

@@ -1,4 +1,4 @@
-"""Shared SMS pieces: length rules, settings, parameter checks and HTTP error mapping."""
+"""Shared SMS pieces: length rules, settings, parameter checks, HTTP error mapping."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def utc_now() -> datetime:
 
 
 def sms_length(text: str, signature: str) -> int:
-    """Characters the handset receives: 【signature】 plus text, every character counts 1."""
+    """Characters received: 【signature】 plus text, every character counts 1."""
     sign = signature.strip()
     if sign and not (sign.startswith("【") and sign.endswith("】")):
         sign = f"【{sign}】"
@@ -45,7 +45,7 @@ def sms_length(text: str, signature: str) -> int:
 
 
 def sms_segments(text: str, signature: str) -> int:
-    """Billed segments: ≤ 70 characters is one, longer is ⌈n/67⌉; over 500 is refused."""
+    """Billed segments: ≤ 70 characters is one, else ⌈n/67⌉; over 500 is refused."""
     length = sms_length(text, signature)
     if length > MAX_SMS_CHARS:
         raise ValueError(f"短信长度 {length} 字超过上限 {MAX_SMS_CHARS} 字")
@@ -62,15 +62,19 @@ def mainland_e164(address: str) -> str:
             digits = digits[len(prefix) :]
             break
     if not _MAINLAND_MOBILE.fullmatch(digits):
-        raise PermanentDeliveryError("不是有效的中国大陆手机号码", code="INVALID_NUMBER")
+        raise PermanentDeliveryError(
+            "不是有效的中国大陆手机号码", code="INVALID_NUMBER"
+        )
     return f"+86{digits}"
 
 
 def read_secret(env_name: str, environ: Mapping[str, str]) -> str:
-    """The secret held in environment variable ``env_name``; only the name is ever shown."""
+    """The secret in environment variable ``env_name``; only the name is ever shown."""
     value = environ.get(env_name, "").strip()
     if not value:
-        raise ChannelConfigError(f"环境变量 {env_name} 未设置，缺少短信密钥", code="SECRET_MISSING")
+        raise ChannelConfigError(
+            f"环境变量 {env_name} 未设置，缺少短信密钥", code="SECRET_MISSING"
+        )
     return value
 
 
@@ -78,8 +82,8 @@ def read_secret(env_name: str, environ: Mapping[str, str]) -> str:
 class SmsTemplate:
     """A provider-registered template: its code, ordered variable names, length limits.
 
-    ``max_param_len`` is one limit for every variable, or a per-variable mapping; variables
-    it does not cover fall back to the settings' ``default_max_param_len``.
+    ``max_param_len`` is one limit for every variable or a per-variable mapping;
+    variables it does not cover fall back to the settings' ``default_max_param_len``.
     """
 
     code: str
@@ -124,7 +128,7 @@ def ordered_params(
 
 @dataclass(frozen=True, kw_only=True)
 class SmsSettings:
-    """What every signed SMS provider needs. Holds the secret's variable name, not the secret."""
+    """What a signed SMS provider needs; names the secret's variable, never holds it."""
 
     endpoint: str
     access_key_id: str
@@ -190,12 +194,14 @@ def error_for_status(response: httpx.Response, now: datetime) -> DeliveryError |
             f"短信网关暂时不可用（{reason}）", code=reason, retry_after=hint
         )
     if status in _CONFIG_STATUSES or response.is_redirect:
-        return ChannelConfigError(f"短信网关拒绝访问，请检查配置（{reason}）", code=reason)
+        return ChannelConfigError(
+            f"短信网关拒绝访问，请检查配置（{reason}）", code=reason
+        )
     return PermanentDeliveryError(f"短信网关拒绝请求（{reason}）", code=reason)
 
 
 def error_for_transport(exc: httpx.TransportError) -> DeliveryError:
-    """Map an httpx transport failure; a POST that timed out may still have been sent."""
+    """Map an httpx transport failure (a timed-out POST may still have been sent)."""
     if isinstance(exc, httpx.UnsupportedProtocol):
         return ChannelConfigError("短信网关地址无效", code="BAD_ENDPOINT")
     if isinstance(exc, httpx.TimeoutException):

@@ -125,6 +125,27 @@ class Ledger:
             rows = (await conn.execute(query)).all()
         return {(r[0], r[1], r[2]): int(r[3]) for r in rows}
 
+    async def counts_for(
+        self, units: Sequence[str], as_of: datetime | None = None
+    ) -> dict[tuple[str, str, str], int]:
+        """Like :meth:`counts` but only for ``units`` (the dispatcher's re-check)."""
+        if not units:
+            return {}
+        c = submissions.c
+        out: dict[tuple[str, str, str], int] = {}
+        async with self._engine.connect() as conn:
+            for i in range(0, len(units), 500):
+                query = sa.select(c.unit_id, c.obligation, c.period, sa.func.sum(c.count)).where(
+                    c.campaign == self._campaign, c.retracted_at.is_(None),
+                    c.unit_id.in_(list(units[i : i + 500])),
+                )
+                if as_of is not None:
+                    query = query.where(c.submitted_at <= as_of)
+                query = query.group_by(c.unit_id, c.obligation, c.period)
+                for r in (await conn.execute(query)).all():
+                    out[(r[0], r[1], r[2])] = int(r[3])
+        return out
+
     async def count_of(self, unit: str, obligation: str, period: str) -> int:
         c = submissions.c
         query = sa.select(sa.func.coalesce(sa.func.sum(c.count), 0)).where(

@@ -121,3 +121,11 @@ delivery_attempts = sa.Table(
     sa.Column("duration_ms", sa.Integer, nullable=False, server_default="0"),
     sa.Index("ix_delivery_attempts_message", "message_id"),
 )
+
+planner_state = sa.Table(
+    "planner_state",
+    metadata,
+    sa.Column("campaign", sa.String(64), primary_key=True),
+    sa.Column("planned_through", UtcDateTime, nullable=False),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+)

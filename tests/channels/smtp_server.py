@@ -1,4 +1,4 @@
-"""In-loop aiosmtpd servers on 127.0.0.1 port 0 that record or refuse mail on purpose."""
+"""In-loop aiosmtpd servers on 127.0.0.1:0 that record or refuse mail on purpose."""
 
 from __future__ import annotations
 
@@ -76,7 +76,7 @@ def password_authenticator(login: bytes, password: bytes) -> Callable[..., AuthR
         server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any
     ) -> AuthResult:
         ok = isinstance(auth_data, LoginPassword) and auth_data == (login, password)
-        return AuthResult(success=ok)
+        return AuthResult(success=ok, handled=False)  # aiosmtpd then answers 535
 
     return authenticate
 
@@ -89,6 +89,12 @@ class RunningServer:
     connections: int = 0
     sessions: list[SMTP] = field(default_factory=list)
 
+    def hang_up_all(self) -> None:
+        """Close every server-side session, as an idle timeout on a real relay would."""
+        for session in self.sessions:
+            if session.transport is not None:
+                session.transport.close()
+
 
 @asynccontextmanager
 async def running_server(
@@ -98,7 +104,7 @@ async def running_server(
     implicit_tls_context: ssl.SSLContext | None = None,
     authenticator: Callable[..., AuthResult] | None = None,
 ) -> AsyncIterator[RunningServer]:
-    """Serve ``handler`` inside the running loop (Controller(port=0) is broken in 1.4.6)."""
+    """Serve ``handler`` in the running loop (Controller(port=0) fails in 1.4.6)."""
     loop = asyncio.get_running_loop()
     state = RunningServer("127.0.0.1", 0, handler)
 
@@ -116,15 +122,11 @@ async def running_server(
         state.sessions.append(session)
         return session
 
-    server = await loop.create_server(
-        factory, "127.0.0.1", 0, ssl=implicit_tls_context
-    )
+    server = await loop.create_server(factory, "127.0.0.1", 0, ssl=implicit_tls_context)
     state.port = server.sockets[0].getsockname()[1]
     try:
         yield state
     finally:
         server.close()
-        for session in state.sessions:
-            if session.transport is not None:
-                session.transport.close()
+        state.hang_up_all()
         await server.wait_closed()

@@ -140,7 +140,17 @@ def upgrade() -> None:
         )
 
 
+    op.create_table(
+        "planner_state",
+        sa.Column("campaign", sa.String(length=64), nullable=False),
+        sa.Column("planned_through", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("campaign", name=op.f("pk_planner_state")),
+    )
+
+
 def downgrade() -> None:
+    op.drop_table("planner_state")
 
     with op.batch_alter_table("delivery_attempts", schema=None) as batch_op:
         batch_op.drop_index("ix_delivery_attempts_message")

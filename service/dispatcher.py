@@ -1,0 +1,225 @@
+"""The dispatcher: claim due messages, re-check their reason, render, send, record.
+
+Every claimed message ends in exactly one transition: ``sent``, ``cancelled`` (its reason
+disappeared), ``stale`` (it stopped making sense), ``failed`` (permanent error or
+retries exhausted), or back to ``pending`` for a retry with backoff or a quiet-hours wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, time as dtime, timedelta
+from typing import Any
+
+import structlog
+
+from .channels.base import Attachment, Channel, DeliveryError, Envelope, mask_address
+from .clock import Clock
+from .directory import Person
+from .messages import XLSX_MIME, digest_context, digest_csv, digest_rows, digest_xlsx, unit_context
+from .runtime import Runtime
+from .steps import sms_window_open
+from .store.ledger import Ledger
+from .store.outbox import Claimed, Outbox
+
+log = structlog.get_logger("service.dispatcher")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int = 6
+    base_delay: float = 60.0  # seconds; doubles per attempt
+    max_delay: float = 3600.0
+    lease: timedelta = timedelta(minutes=5)
+    batch: int = 200
+    concurrency: int = 8
+
+    def delay(self, attempts: int, rng: random.Random, hint: float | None = None) -> float:
+        """Exponential backoff with full jitter, never shorter than the peer's hint."""
+        cap = min(self.max_delay, self.base_delay * 2 ** max(0, attempts - 1))
+        return max(hint or 0.0, rng.uniform(cap / 2, cap))
+
+
+@dataclass
+class Stats:
+    claimed: int = 0
+    sent: int = 0
+    cancelled: int = 0
+    stale: int = 0
+    failed: int = 0
+    retried: int = 0
+    deferred: int = 0
+    lost_lease: int = 0
+
+    def add(self, other: Stats) -> None:
+        for name in self.__dataclass_fields__:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+@dataclass
+class Dispatcher:
+    runtime: Runtime
+    outbox: Outbox
+    ledger: Ledger
+    channels: Mapping[str, Channel]
+    clock: Clock
+    worker: str
+    policy: RetryPolicy = RetryPolicy()
+    rng: random.Random = field(default_factory=random.Random)
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    _sms_today: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    async def run(self) -> Stats:
+        """Claim and process batches until nothing is due (or a stop was requested)."""
+        total = Stats()
+        while not self.stopping.is_set():
+            now = self.clock.now()
+            batch = await self.outbox.claim(self.worker, now, self.policy.batch, self.policy.lease)
+            if not batch:
+                break
+            total.add(await self._process_batch(batch, now))
+        return total
+
+    async def _process_batch(self, batch: list[Claimed], now: datetime) -> Stats:
+        stats = Stats(claimed=len(batch))
+        units = sorted({u for m in batch for u in m.units})
+        counts = await self.ledger.counts_for(units, as_of=now)
+        sem = asyncio.Semaphore(self.policy.concurrency)
+        pending = list(batch)
+
+        async def one(msg: Claimed) -> None:
+            async with sem:
+                if self.stopping.is_set():
+                    return
+                pending.remove(msg)
+                outcome = await self._process(msg, counts, now)
+                setattr(stats, outcome, getattr(stats, outcome) + 1)
+
+        await asyncio.gather(*(one(m) for m in batch))
+        if pending:  # stop requested: hand back what never started
+            await self.outbox.release(pending, self.worker, self.clock.now())
+        return stats
+
+    async def _process(self, msg: Claimed, counts: Mapping[tuple[str, str, str], int], now: datetime) -> str:
+        rt = self.runtime
+        person = rt.person(msg.recipient_id)
+        try:
+            if person is None:
+                return await self._end(msg, now, "cancelled", "recipient is no longer in the directory")
+            if msg.expires_at is not None and now > msg.expires_at:
+                return await self._end(msg, now, "stale", f"expired at {msg.expires_at.isoformat()}")
+            if msg.channel == "sms":
+                verdict = await self._sms_gate(msg, person, now)
+                if verdict is not None:
+                    return verdict
+            ctx, attachments = self._context(msg, person, counts, now)
+            if ctx is None:
+                return await self._end(msg, now, "cancelled", "reason disappeared: submitted meanwhile")
+            envelope = self._envelope(msg, person, ctx, attachments)
+        except Exception as exc:  # a template or data bug must not leave the message claimed
+            log.exception("message preparation failed", key=msg.key)
+            return await self._end(msg, now, "failed", f"internal error: {type(exc).__name__}: {exc}")
+        return await self._send(msg, envelope, now)
+
+    async def _sms_gate(self, msg: Claimed, person: Person, now: datetime) -> str | None:
+        camp = self.runtime.model.schedule.campaign
+        opens = sms_window_open(now, camp.sending_window, self.runtime.model.calendar, camp.tz)
+        if opens > now:
+            if msg.expires_at is not None and opens > msg.expires_at:
+                return await self._end(msg, now, "stale", "no SMS sending window before it expired")
+            await self.outbox.retry_later(msg, self.worker, now, opens, "waiting for the SMS sending window",
+                                          count_attempt=False, outcome="deferred")
+            return "deferred"
+        local = now.astimezone(camp.tz)
+        day_start = datetime.combine(local.date(), dtime(0), tzinfo=camp.tz)
+        slot = (person.id, local.date().isoformat())
+        if slot not in self._sms_today:
+            self._sms_today[slot] = await self.outbox.sms_sent_since(person.id, day_start)
+        if self._sms_today[slot] >= camp.sms_daily_cap:
+            return await self._end(msg, now, "cancelled",
+                                   f"daily SMS cap reached ({camp.sms_daily_cap} per recipient); "
+                                   "the email copy carries the message")
+        self._sms_today[slot] += 1  # reserve before the await so concurrent sends respect the cap
+        return None
+
+    def _context(
+        self, msg: Claimed, person: Person, counts: Mapping[tuple[str, str, str], int], now: datetime
+    ) -> tuple[dict[str, Any] | None, tuple[Attachment, ...]]:
+        rt = self.runtime
+        model = rt.model
+        if msg.kind == "digest":
+            rows = digest_rows(model, rt.still_overdue(msg.units, msg.periods, msg.due_at, counts), counts, now)
+            if not rows:
+                return None, ()
+            kind = model.schedule.campaign.digest.attachment
+            if msg.channel != "email" or kind == "none":
+                return digest_context(model, person, rows, now), ()
+            stamp = now.astimezone(model.schedule.campaign.tz).strftime("%Y%m%d")
+            att = (Attachment(f"逾期名单{stamp}.xlsx", digest_xlsx(rows), XLSX_MIME) if kind == "xlsx"
+                   else Attachment(f"逾期名单{stamp}.csv", digest_csv(rows), "text/csv"))
+            return digest_context(model, person, rows, now), (att,)
+        unit = msg.units[0]
+        occs = [o for k in msg.periods if (o := rt.occurrence(k)) is not None]
+        if unit not in model.directory.units or not occs:
+            return None, ()
+        if msg.kind != "notice":
+            occs = [o for o in occs if counts.get((unit, o.obligation, o.period), 0) < o.quota_min
+                    and unit in model.owers[o.obligation]]
+            if not occs:
+                return None, ()
+        return unit_context(model, person, msg.kind, unit, occs, counts, now), ()
+
+    def _envelope(self, msg: Claimed, person: Person, ctx: dict[str, Any],
+                  attachments: tuple[Attachment, ...]) -> Envelope:
+        rendered = self.runtime.templates.render(msg.kind, msg.channel, ctx)
+        address = (person.email if msg.channel == "email" else person.mobile) or msg.address
+        return Envelope(
+            key=msg.key, channel=msg.channel,  # type: ignore[arg-type]
+            recipient_name=person.name, address=address, subject=rendered.subject,
+            text=rendered.text, html=rendered.html, attachments=attachments,
+            sms_template=msg.kind if msg.channel == "sms" else None,
+            sms_params=rendered.sms_params or {},
+        )
+
+    async def _send(self, msg: Claimed, envelope: Envelope, now: datetime) -> str:
+        channel = self.channels.get(msg.channel)
+        if channel is None:
+            return await self._end(msg, now, "failed", f"no {msg.channel} channel is configured")
+        started = time.perf_counter()
+        try:
+            result = await channel.send(envelope)
+        except DeliveryError as exc:
+            ms = int((time.perf_counter() - started) * 1000)
+            error = f"{type(exc).__name__}: {exc}" + (f" [{exc.code}]" if exc.code else "")
+            log.warning("send failed", key=msg.key, to=mask_address(envelope.address),
+                        permanent=exc.permanent, error=error)
+            if exc.permanent:
+                return await self._end(msg, now, "failed", error, outcome="permanent", duration_ms=ms)
+            attempts = msg.attempts + 1
+            if attempts >= self.policy.max_attempts:
+                return await self._end(msg, now, "failed",
+                                       f"gave up after {attempts} attempts; last error: {error}",
+                                       outcome="transient", duration_ms=ms)
+            delay = self.policy.delay(attempts, self.rng, exc.retry_after)
+            ok = await self.outbox.retry_later(msg, self.worker, now, now + timedelta(seconds=delay), error,
+                                               duration_ms=ms)
+            return "retried" if ok else "lost_lease"
+        ms = int((time.perf_counter() - started) * 1000)
+        ok = await self.outbox.finish(msg, self.worker, self.clock.now(), "sent", "", "sent",
+                                      provider_id=result.provider_id, subject=envelope.subject,
+                                      body=envelope.text, duration_ms=ms)
+        if not ok:
+            log.error("sent but lease lost: another worker may resend (same Message-ID)", key=msg.key)
+            return "lost_lease"
+        log.info("sent", key=msg.key, channel=msg.channel, to=mask_address(envelope.address))
+        return "sent"
+
+    async def _end(self, msg: Claimed, now: datetime, status: str, reason: str,
+                   outcome: str | None = None, duration_ms: int = 0) -> str:
+        ok = await self.outbox.finish(msg, self.worker, now, status, reason, outcome or status,
+                                      error=reason if status != "sent" else "", duration_ms=duration_ms)
+        return status if ok else "lost_lease"

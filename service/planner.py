@@ -1,0 +1,162 @@
+"""The planner: which messages are due in (since, now] — a pure function.
+
+Inputs are the loaded campaign (through its :class:`~service.steps.Timeline`), the
+submission counts as of ``now``, the end of the previous planning window and ``now``.
+Output rows carry deterministic idempotency keys, so planning twice (or in two
+processes) and inserting with ON CONFLICT DO NOTHING changes nothing.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from .directory import Person
+from .status import Counts
+from .steps import Kind, Step, Timeline, sms_window_open
+
+
+@dataclass(frozen=True)
+class PlannedMessage:
+    key: str
+    kind: Kind
+    step: str
+    obligation: str | None
+    periods: tuple[str, ...]  # occurrence keys (obligation@period) the message is about
+    units: tuple[str, ...]
+    recipient_id: str
+    channel: str
+    address: str
+    due_at: datetime
+    next_attempt_at: datetime
+    expires_at: datetime
+    status: str = "pending"  # or "stale" when planned after it stopped making sense
+    reason: str = ""
+
+
+@dataclass
+class Plan:
+    messages: list[PlannedMessage] = field(default_factory=list)
+    superseded_digests: int = 0
+
+
+def _address(person: Person, channel: str) -> str | None:
+    return person.email if channel == "email" else person.mobile
+
+
+class Planner:
+    def __init__(self, timeline: Timeline) -> None:
+        self.timeline = timeline
+        self.model = timeline.model
+        camp = self.model.schedule.campaign
+        self._camp = camp
+        # ancestor chains let one pass over overdue items feed every supervisor's digest
+        units = self.model.directory.units
+        self._ancestors: dict[str, list[str]] = {}
+        for uid in units:
+            chain, cur = [], uid
+            while cur:
+                chain.append(cur)
+                cur = units[cur].parent or ""
+            self._ancestors[uid] = chain
+
+    def plan(self, counts: Counts, since: datetime | None, now: datetime) -> Plan:
+        plan = Plan()
+        now = min(now, self.timeline.end)
+        for step in self.timeline.steps_between(since, now):
+            plan.messages += self._step_messages(step, counts, now)
+        slot = self.timeline.latest_slot(since, now)
+        if slot is not None:
+            plan.messages += self.digest_messages(slot, counts, now)
+        return plan
+
+    def _finalise(self, key: str, step_kind: Kind, moment: datetime, expires: datetime,
+                  channel: str, now: datetime, **rest: object) -> PlannedMessage:
+        next_at = moment
+        status, reason = "pending", ""
+        if channel == "sms":
+            next_at = sms_window_open(moment, self._camp.sending_window, self.model.calendar, self._camp.tz)
+        if now > expires:
+            status, reason = "stale", (
+                f"planned at {now.isoformat()}, after it stopped making sense "
+                f"({expires.isoformat()}); the service was not running at {moment.isoformat()}"
+            )
+        elif next_at > expires:
+            status, reason = "stale", "no SMS sending window before it stops making sense"
+        return PlannedMessage(key=key, kind=step_kind, due_at=moment, next_attempt_at=next_at,
+                              expires_at=expires, channel=channel, status=status, reason=reason,
+                              **rest)  # type: ignore[arg-type]
+
+    def outstanding(self, step: Step, unit: str, counts: Counts) -> tuple[str, ...]:
+        return tuple(
+            o.key for o in step.occurrences
+            if counts.get((unit, o.obligation, o.period), 0) < o.quota_min
+        )
+
+    def _step_messages(self, step: Step, counts: Counts, now: datetime) -> list[PlannedMessage]:
+        out = []
+        directory = self.model.directory
+        camp = self._camp.key
+        group = "+".join(step.periods)
+        for unit in self.model.owers[step.obligation]:
+            if step.kind == "notice":
+                about = tuple(o.key for o in step.occurrences)
+            else:
+                about = self.outstanding(step, unit, counts)
+                if not about:
+                    continue  # submitted: never remind
+            for person in directory.people_of(unit, step.notify):
+                for channel in step.channels:
+                    address = _address(person, channel)
+                    if address is None:
+                        continue
+                    key = f"{camp}/{step.obligation}/{group}/{unit}/{step.name}/{person.id}/{channel}"
+                    out.append(self._finalise(
+                        key, step.kind, step.moment, step.expires_at, channel, now,
+                        step=step.name, obligation=step.obligation, periods=about,
+                        units=(unit,), recipient_id=person.id, address=address,
+                    ))
+        return out
+
+    def overdue_for_digest(self, slot: datetime, counts: Counts) -> dict[str, list[tuple[str, str]]]:
+        """Scope unit -> [(unit, occurrence key)] overdue and past the supervisors' gate."""
+        by_scope: dict[str, list[tuple[str, str]]] = defaultdict(list)
+        for gate in self.timeline.gates:
+            if gate.moment > slot:
+                continue
+            occ = gate.occurrence
+            for unit in self.model.owers[occ.obligation]:
+                if counts.get((unit, occ.obligation, occ.period), 0) < occ.quota_min:
+                    for ancestor in self._ancestors[unit]:
+                        by_scope[ancestor].append((unit, occ.key))
+        return by_scope
+
+    def digest_messages(self, slot: datetime, counts: Counts, now: datetime) -> list[PlannedMessage]:
+        spec = self._camp.digest
+        by_scope = self.overdue_for_digest(slot, counts)
+        nxt = self.timeline.next_slot_after(slot)
+        expires = min(nxt, self.timeline.end) if nxt else self.timeline.end
+        stamp = slot.astimezone(self._camp.tz).strftime("%Y-%m-%dT%H:%M")
+        out = []
+        for person in self.model.directory.supervisors():
+            items = by_scope.get(person.scope or "", [])
+            if not items:
+                continue
+            units = tuple(sorted({u for u, _ in items}))
+            periods = tuple(sorted({k for _, k in items}))
+            for channel in spec.channels:
+                address = _address(person, channel)
+                if address is None:
+                    continue
+                key = f"{self._camp.key}/digest/{stamp}/{person.scope}/digest/{person.id}/{channel}"
+                out.append(self._finalise(
+                    key, "digest", slot, expires, channel, now, step="digest", obligation=None,
+                    periods=periods, units=units, recipient_id=person.id, address=address,
+                ))
+        return out
+
+
+def counts_view(counts: Mapping[tuple[str, str, str], int]) -> Counts:
+    return counts

@@ -1,0 +1,217 @@
+"""The outbox: planned messages, atomic claiming, final states, delivery attempts.
+
+Claiming is the only way a message leaves ``pending``. PostgreSQL claims with a
+MATERIALIZED CTE of ``SELECT … FOR UPDATE SKIP LOCKED`` (never ``IN (subquery)``, which
+was seen to over-claim); SQLite has one writer at a time under ``BEGIN IMMEDIATE`` and
+claims with a conditional ``UPDATE … RETURNING``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from ..planner import PlannedMessage
+from .tables import delivery_attempts, messages, planner_state
+
+FINAL = ("sent", "cancelled", "stale", "failed")
+_CHUNK = 500
+
+
+@dataclass(frozen=True)
+class Claimed:
+    id: int
+    key: str
+    kind: str
+    step: str
+    obligation: str | None
+    periods: tuple[str, ...]
+    units: tuple[str, ...]
+    recipient_id: str
+    channel: str
+    address: str
+    due_at: datetime
+    expires_at: datetime | None
+    attempts: int
+
+
+_CLAIM_COLS = (
+    messages.c.id, messages.c.idem_key, messages.c.kind, messages.c.step, messages.c.obligation,
+    messages.c.periods, messages.c.units, messages.c.recipient_id, messages.c.channel,
+    messages.c.address, messages.c.due_at, messages.c.expires_at, messages.c.attempts,
+)
+
+
+def _claimed(row: Sequence[Any]) -> Claimed:
+    r = list(row)
+    r[5], r[6] = tuple(r[5]), tuple(r[6])
+    return Claimed(*r)
+
+
+class Outbox:
+    def __init__(self, engine: AsyncEngine, campaign: str) -> None:
+        self.engine = engine
+        self.campaign = campaign
+        self._pg = engine.dialect.name == "postgresql"
+
+    async def insert(self, planned: Sequence[PlannedMessage], now: datetime) -> int:
+        """Insert planned messages; existing keys are left alone. Returns how many were new."""
+        insert = pg_insert if self._pg else sqlite_insert
+        new = 0
+        async with self.engine.begin() as conn:
+            for i in range(0, len(planned), _CHUNK):
+                rows = [
+                    {
+                        "idem_key": m.key, "campaign": self.campaign, "kind": m.kind, "step": m.step,
+                        "obligation": m.obligation, "periods": list(m.periods), "units": list(m.units),
+                        "recipient_id": m.recipient_id, "channel": m.channel, "address": m.address,
+                        "due_at": m.due_at, "next_attempt_at": m.next_attempt_at,
+                        "expires_at": m.expires_at, "status": m.status, "reason": m.reason,
+                        "created_at": now, "updated_at": now,
+                    }
+                    for m in planned[i : i + _CHUNK]
+                ]
+                stmt = insert(messages).values(rows).on_conflict_do_nothing(
+                    index_elements=[messages.c.idem_key]
+                ).returning(messages.c.id)
+                new += len((await conn.execute(stmt)).all())
+        return new
+
+    async def planned_through(self) -> datetime | None:
+        async with self.engine.connect() as conn:
+            return (await conn.execute(
+                sa.select(planner_state.c.planned_through).where(planner_state.c.campaign == self.campaign)
+            )).scalar_one_or_none()
+
+    async def set_planned_through(self, moment: datetime, now: datetime) -> None:
+        """Advance (never move back) the end of the planned window."""
+        insert = pg_insert if self._pg else sqlite_insert
+        stmt = insert(planner_state).values(campaign=self.campaign, planned_through=moment, updated_at=now)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[planner_state.c.campaign],
+            set_={"planned_through": moment, "updated_at": now},
+            where=planner_state.c.planned_through < moment,
+        )
+        async with self.engine.begin() as conn:
+            await conn.execute(stmt)
+
+    async def claim(self, worker: str, now: datetime, limit: int, lease: timedelta) -> list[Claimed]:
+        """Atomically take up to ``limit`` due messages (pending, or sending with a dead lease)."""
+        m = messages.c
+        due = sa.or_(
+            sa.and_(m.status == "pending", m.next_attempt_at <= now),
+            sa.and_(m.status == "sending", m.lease_until < now),
+        )
+        values = {"status": "sending", "claimed_by": worker, "lease_until": now + lease, "updated_at": now}
+        async with self.engine.begin() as conn:
+            if self._pg:
+                picked = (
+                    sa.select(m.id).where(m.campaign == self.campaign, due)
+                    .order_by(m.next_attempt_at, m.id).limit(limit)
+                    .with_for_update(skip_locked=True)
+                    .cte("picked").prefix_with("MATERIALIZED")
+                )
+                stmt = sa.update(messages).where(m.id == picked.c.id).values(**values)
+            else:
+                ids = sa.select(m.id).where(m.campaign == self.campaign, due).order_by(
+                    m.next_attempt_at, m.id).limit(limit).scalar_subquery()
+                stmt = sa.update(messages).where(m.id.in_(ids), due).values(**values)
+            rows = (await conn.execute(stmt.returning(*_CLAIM_COLS))).all()
+        return sorted((_claimed(r) for r in rows), key=lambda c: c.id)
+
+    async def finish(
+        self, msg: Claimed, worker: str, now: datetime, status: str, reason: str,
+        outcome: str, error: str = "", provider_id: str | None = None,
+        subject: str | None = None, body: str | None = None, duration_ms: int = 0,
+    ) -> bool:
+        """Record a final state; False if another worker took the message over meanwhile."""
+        assert status in FINAL
+        values: dict[str, Any] = {
+            "status": status, "reason": reason, "updated_at": now, "lease_until": None,
+            "attempts": messages.c.attempts + 1 if outcome in ("sent", "permanent", "transient") else messages.c.attempts,
+        }
+        if status == "sent":
+            values.update(sent_at=now, provider_id=provider_id, subject=subject, body=body)
+        return await self._transition(msg, worker, now, values, outcome, error, provider_id, duration_ms)
+
+    async def retry_later(
+        self, msg: Claimed, worker: str, now: datetime, at: datetime, error: str,
+        duration_ms: int = 0, count_attempt: bool = True, outcome: str = "transient",
+    ) -> bool:
+        values: dict[str, Any] = {
+            "status": "pending", "next_attempt_at": at, "reason": error, "updated_at": now,
+            "lease_until": None, "claimed_by": None,
+        }
+        if count_attempt:
+            values["attempts"] = messages.c.attempts + 1
+        return await self._transition(msg, worker, now, values, outcome, error, None, duration_ms)
+
+    async def release(self, claimed: Sequence[Claimed], worker: str, now: datetime) -> None:
+        """Give back claims that were never started (graceful stop)."""
+        if not claimed:
+            return
+        m = messages.c
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                sa.update(messages)
+                .where(m.id.in_([c.id for c in claimed]), m.claimed_by == worker, m.status == "sending")
+                .values(status="pending", claimed_by=None, lease_until=None, updated_at=now)
+            )
+
+    async def _transition(
+        self, msg: Claimed, worker: str, now: datetime, values: dict[str, Any],
+        outcome: str, error: str, provider_id: str | None, duration_ms: int,
+    ) -> bool:
+        m = messages.c
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                sa.update(messages)
+                .where(m.id == msg.id, m.claimed_by == worker, m.status == "sending")
+                .values(**values)
+            )
+            if result.rowcount != 1:
+                return False
+            await conn.execute(delivery_attempts.insert().values(
+                message_id=msg.id, at=now, worker=worker, outcome=outcome, error=error[:2000],
+                provider_id=provider_id, duration_ms=duration_ms,
+            ))
+        return True
+
+    async def next_attempt_at(self) -> datetime | None:
+        m = messages.c
+        async with self.engine.connect() as conn:
+            return (await conn.execute(
+                sa.select(sa.func.min(m.next_attempt_at)).where(
+                    m.campaign == self.campaign, m.status == "pending")
+            )).scalar_one_or_none()
+
+    async def sms_sent_since(self, recipient_id: str, since: datetime) -> int:
+        m = messages.c
+        async with self.engine.connect() as conn:
+            return int((await conn.execute(
+                sa.select(sa.func.count()).where(
+                    m.campaign == self.campaign, m.recipient_id == recipient_id,
+                    m.channel == "sms", m.status == "sent", m.sent_at >= since)
+            )).scalar_one())
+
+    async def status_counts(self) -> dict[str, int]:
+        m = messages.c
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                sa.select(m.status, sa.func.count()).where(m.campaign == self.campaign).group_by(m.status))
+            return {r[0]: int(r[1]) for r in rows}
+
+    async def rows(self, status: str | None = None) -> list[dict[str, Any]]:
+        m = messages.c
+        query = sa.select(messages).where(m.campaign == self.campaign).order_by(m.sent_at, m.id)
+        if status:
+            query = query.where(m.status == status)
+        async with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in await conn.execute(query)]
