@@ -50,12 +50,14 @@ async def open_app(
     channels: Mapping[str, Channel] | None = None,
     policy: RetryPolicy | None = None,
     worker: str | None = None,
+    durable_outbox: bool = True,
 ) -> AsyncIterator[App]:
     runtime = Runtime.load(settings.schedule, settings.contacts, settings.templates)
     owned = channels is None
     if channels is None:
         cfg = load_channels_config(settings.channels_file)
-        channels = build_channels(cfg, settings.state_dir, runtime.templates.sms.signature)
+        channels = build_channels(cfg, settings.state_dir, runtime.templates.sms.signature,
+                                  clock=clock.now, durable=durable_outbox)
     engine = create_engine(settings.db_url)
     try:
         await migrate(engine)

@@ -88,6 +88,7 @@ class Dispatcher:
         stats = Stats(claimed=len(batch))
         units = sorted({u for m in batch for u in m.units})
         counts = await self.ledger.counts_for(units, as_of=now)
+        await self._load_sms_counts(batch, now)
         sem = asyncio.Semaphore(self.policy.concurrency)
         pending = list(batch)
 
@@ -134,17 +135,29 @@ class Dispatcher:
             await self.outbox.retry_later(msg, self.worker, now, opens, "waiting for the SMS sending window",
                                           count_attempt=False, outcome="deferred")
             return "deferred"
-        local = now.astimezone(camp.tz)
-        day_start = datetime.combine(local.date(), dtime(0), tzinfo=camp.tz)
-        slot = (person.id, local.date().isoformat())
-        if slot not in self._sms_today:
-            self._sms_today[slot] = await self.outbox.sms_sent_since(person.id, day_start)
+        slot = (person.id, now.astimezone(camp.tz).date().isoformat())
+        self._sms_today.setdefault(slot, 0)
         if self._sms_today[slot] >= camp.sms_daily_cap:
             return await self._end(msg, now, "cancelled",
                                    f"daily SMS cap reached ({camp.sms_daily_cap} per recipient); "
                                    "the email copy carries the message")
         self._sms_today[slot] += 1  # reserve before the await so concurrent sends respect the cap
         return None
+
+    async def _load_sms_counts(self, batch: list[Claimed], now: datetime) -> None:
+        """One query per batch for the daily SMS cap (not one per message)."""
+        camp = self.runtime.model.schedule.campaign
+        local = now.astimezone(camp.tz)
+        day = local.date().isoformat()
+        if any(k[1] != day for k in self._sms_today):
+            self._sms_today = {k: v for k, v in self._sms_today.items() if k[1] == day}
+        wanted = sorted({m.recipient_id for m in batch if m.channel == "sms"} -
+                        {k[0] for k in self._sms_today})
+        if wanted:
+            day_start = datetime.combine(local.date(), dtime(0), tzinfo=camp.tz)
+            sent = await self.outbox.sms_sent_since(wanted, day_start)
+            for rid in wanted:
+                self._sms_today[(rid, day)] = sent.get(rid, 0)
 
     def _context(
         self, msg: Claimed, person: Person, counts: Mapping[tuple[str, str, str], int], now: datetime

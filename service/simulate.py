@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -31,11 +32,13 @@ async def simulate(
     db = out / "simulation.db"
     for suffix in ("", "-wal", "-shm"):
         Path(f"{db}{suffix}").unlink(missing_ok=True)
+    # A replay starts from nothing: the folder is the simulation's own output.
+    shutil.rmtree(out / "outbox", ignore_errors=True)
     settings = settings.model_copy(update={"state_dir": out, "database_url": f"sqlite+aiosqlite:///{db}"})
     clock = VirtualClock(start)
     total = Stats()
     cycles = 0
-    async with open_app(settings, clock, worker="simulator") as app:
+    async with open_app(settings, clock, worker="simulator", durable_outbox=False) as app:
         if submissions is not None:
             await app.ledger.record(load_submissions_csv(submissions, app.runtime.model), "simulate")
         while cycles < max_cycles:

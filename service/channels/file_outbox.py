@@ -41,8 +41,12 @@ class FileOutbox:
         message_id_domain: str = "",
         sms_signature: str = "",
         clock: Clock = utc_now,
+        durable: bool = True,
     ) -> None:
         self.folder = Path(folder)
+        # fsync each file: the daemon's default. A replay into a scratch folder skips it.
+        self.durable = durable
+        self._known: set[str] | None = None  # digests already on disk, scanned once
         self.from_addr = from_addr
         self.from_name = from_name
         self.message_id_domain = message_id_domain or from_addr.rpartition("@")[2]
@@ -96,8 +100,10 @@ class FileOutbox:
         target = self.email_folder / f"{stamp}-{digest}.eml"
         async with self._lock:
             try:
+                if self._known is None:
+                    self._known = await asyncio.to_thread(_scan, self.email_folder)
                 path, written = await asyncio.to_thread(
-                    _write_once, target, digest, raw
+                    _write_once, target, digest, raw, self._known, self.durable
                 )
             except OSError as exc:
                 raise _disk_error(target, exc) from exc
@@ -125,7 +131,7 @@ class FileOutbox:
         line = json.dumps(record, ensure_ascii=False) + "\n"
         async with self._lock:
             try:
-                await asyncio.to_thread(_append_line, self.sms_file, line)
+                await asyncio.to_thread(_append_line, self.sms_file, line, self.durable)
             except OSError as exc:
                 raise _disk_error(self.sms_file, exc) from exc
         return SendResult(
@@ -161,32 +167,44 @@ def _disk_error(path: Path, exc: OSError) -> TransientDeliveryError:
     return TransientDeliveryError(f"cannot write outbox file {path}: {reason}")
 
 
-def _write_once(target: Path, digest: str, raw: bytes) -> tuple[Path, bool]:
+def _scan(folder: Path) -> set[str]:
+    """Digests of the .eml files already written (one directory listing, not one per send)."""
+    if not folder.is_dir():
+        return set()
+    return {p.stem.rpartition("-")[2] for p in folder.glob("*.eml")}
+
+
+def _write_once(
+    target: Path, digest: str, raw: bytes, known: set[str], durable: bool
+) -> tuple[Path, bool]:
     folder = target.parent
+    if digest in known:
+        return next(iter(sorted(folder.glob(f"*-{digest}.eml"))), target), False
     folder.mkdir(parents=True, exist_ok=True)
-    existing = sorted(folder.glob(f"*-{digest}.eml"))
-    if existing:
-        return existing[0], False
     tmp = folder / f".{target.name}.tmp"
     try:
         with open(tmp, "wb") as fh:
             fh.write(raw)
             fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                os.fsync(fh.fileno())
         os.replace(tmp, target)
     except OSError:
         tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(folder)
+    if durable:
+        _fsync_dir(folder)
+    known.add(digest)
     return target, True
 
 
-def _append_line(path: Path, line: str) -> None:
+def _append_line(path: Path, line: str, durable: bool = True) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a", encoding="utf-8") as fh:
         fh.write(line)
         fh.flush()
-        os.fsync(fh.fileno())
+        if durable:
+            os.fsync(fh.fileno())
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -6,7 +6,9 @@ Secrets are never in this file: it names the environment variables that hold the
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -92,7 +94,10 @@ def load_channels_config(path: Path | None) -> ChannelsConfig:
         raise ConfigError(problems_from_validation(path, doc, exc)) from None
 
 
-def build_channels(cfg: ChannelsConfig, state_dir: Path, sms_signature: str) -> dict[str, Channel]:
+def build_channels(
+    cfg: ChannelsConfig, state_dir: Path, sms_signature: str,
+    clock: Callable[[], datetime] | None = None, durable: bool = True,
+) -> dict[str, Channel]:
     """Construct every channel; raises ChannelConfigError for a missing secret at start-up."""
     from .file_outbox import FileOutbox
 
@@ -102,8 +107,9 @@ def build_channels(cfg: ChannelsConfig, state_dir: Path, sms_signature: str) -> 
     def outbox(folder: Path | None) -> FileOutbox:
         folder = folder or state_dir / "outbox"
         if folder not in outboxes:
+            extra: dict[str, Any] = {"clock": clock} if clock is not None else {}
             outboxes[folder] = FileOutbox(folder, from_addr=cfg.from_addr, from_name=cfg.from_name,
-                                          sms_signature=sms_signature)
+                                          sms_signature=sms_signature, durable=durable, **extra)
         return outboxes[folder]
 
     if isinstance(cfg.email, FileConfig):

@@ -35,7 +35,12 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
         path = url.split(":///", 1)[1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_async_engine(url, connect_args={"timeout": 30}, **kwargs)
+        # One connection: SQLite has one writer anyway, and queueing in the pool is far
+        # cheaper than several connections sleeping in SQLite's busy handler.
+        kwargs.setdefault("pool_size", 1)
+        kwargs.setdefault("max_overflow", 0)
+        kwargs.setdefault("connect_args", {"timeout": 30})
+        engine = create_async_engine(url, **kwargs)
         _sqlite_pragmas(engine)
         return engine
     return create_async_engine(url, pool_pre_ping=True, **kwargs)

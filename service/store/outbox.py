@@ -8,7 +8,8 @@ claims with a conditional ``UPDATE … RETURNING``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -55,11 +56,51 @@ def _claimed(row: Sequence[Any]) -> Claimed:
     return Claimed(*r)
 
 
+_Transition = tuple[int, str, dict[str, Any], dict[str, Any]]
+
+
+class _GroupCommit:
+    """Queue state transitions and write whatever has queued up in one transaction.
+
+    The first transition is written at once; those arriving meanwhile share the next
+    commit. Each caller still learns whether *its* transition applied.
+    """
+
+    def __init__(self, apply: Callable[[list[_Transition]], Awaitable[list[bool]]]) -> None:
+        self._apply = apply
+        self._queue: list[tuple[_Transition, asyncio.Future[bool]]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def submit(self, item: _Transition) -> bool:
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._queue.append((item, future))
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        while self._queue:
+            batch, self._queue = self._queue[:_CHUNK], self._queue[_CHUNK:]
+            try:
+                results = await self._apply([item for item, _ in batch])
+            except BaseException as exc:  # hand the failure to every waiting caller
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                if not isinstance(exc, Exception):
+                    raise
+                continue
+            for (_, future), ok in zip(batch, results, strict=True):
+                if not future.done():
+                    future.set_result(ok)
+
+
 class Outbox:
     def __init__(self, engine: AsyncEngine, campaign: str) -> None:
         self.engine = engine
         self.campaign = campaign
         self._pg = engine.dialect.name == "postgresql"
+        self._commits = _GroupCommit(self._apply)
 
     async def insert(self, planned: Sequence[PlannedMessage], now: datetime) -> int:
         """Insert planned messages; existing keys are left alone. Returns how many were new."""
@@ -169,20 +210,29 @@ class Outbox:
         self, msg: Claimed, worker: str, now: datetime, values: dict[str, Any],
         outcome: str, error: str, provider_id: str | None, duration_ms: int,
     ) -> bool:
+        attempt = {"message_id": msg.id, "at": now, "worker": worker, "outcome": outcome,
+                   "error": error[:2000], "provider_id": provider_id, "duration_ms": duration_ms}
+        return await self._commits.submit((msg.id, worker, values, attempt))
+
+    async def _apply(self, items: list[_Transition]) -> list[bool]:
+        """Apply queued transitions in one transaction (group commit)."""
         m = messages.c
+        results = []
+        attempts = []
         async with self.engine.begin() as conn:
-            result = await conn.execute(
-                sa.update(messages)
-                .where(m.id == msg.id, m.claimed_by == worker, m.status == "sending")
-                .values(**values)
-            )
-            if result.rowcount != 1:
-                return False
-            await conn.execute(delivery_attempts.insert().values(
-                message_id=msg.id, at=now, worker=worker, outcome=outcome, error=error[:2000],
-                provider_id=provider_id, duration_ms=duration_ms,
-            ))
-        return True
+            for mid, worker, values, attempt in items:
+                result = await conn.execute(
+                    sa.update(messages)
+                    .where(m.id == mid, m.claimed_by == worker, m.status == "sending")
+                    .values(**values)
+                )
+                ok = result.rowcount == 1
+                results.append(ok)
+                if ok:
+                    attempts.append(attempt)
+            if attempts:
+                await conn.execute(delivery_attempts.insert(), attempts)
+        return results
 
     async def next_attempt_at(self) -> datetime | None:
         m = messages.c
@@ -192,14 +242,19 @@ class Outbox:
                     m.campaign == self.campaign, m.status == "pending")
             )).scalar_one_or_none()
 
-    async def sms_sent_since(self, recipient_id: str, since: datetime) -> int:
+    async def sms_sent_since(self, recipients: Sequence[str], since: datetime) -> dict[str, int]:
+        """SMS already sent to each recipient since ``since`` (for the daily cap)."""
         m = messages.c
+        out: dict[str, int] = {}
         async with self.engine.connect() as conn:
-            return int((await conn.execute(
-                sa.select(sa.func.count()).where(
-                    m.campaign == self.campaign, m.recipient_id == recipient_id,
-                    m.channel == "sms", m.status == "sent", m.sent_at >= since)
-            )).scalar_one())
+            for i in range(0, len(recipients), _CHUNK):
+                rows = await conn.execute(
+                    sa.select(m.recipient_id, sa.func.count()).where(
+                        m.campaign == self.campaign, m.recipient_id.in_(list(recipients[i : i + _CHUNK])),
+                        m.channel == "sms", m.status == "sent", m.sent_at >= since,
+                    ).group_by(m.recipient_id))
+                out.update({r[0]: int(r[1]) for r in rows})
+        return out
 
     async def status_counts(self) -> dict[str, int]:
         m = messages.c
