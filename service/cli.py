@@ -285,5 +285,156 @@ def migrate_cmd(ctx: typer.Context) -> None:
     run_async(ctx, go)
 
 
+@app.command()
+def run(
+    ctx: typer.Context,
+    virtual_from: Annotated[str | None, typer.Option(help="Replay on a virtual clock from this moment.")] = None,
+    until: Annotated[str | None, typer.Option(help="With --virtual-from: stop at this moment.")] = None,
+    pace: Annotated[float, typer.Option(help="With --virtual-from: real seconds per step.")] = 0.0,
+    tick: Annotated[int, typer.Option(help="Safety tick in seconds (real time).")] = 300,
+    log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING")] = "INFO",
+) -> None:
+    """Run the daemon: plan and send reminders, digests and notices as they fall due."""
+    from datetime import timedelta
+
+    from .app import open_app
+    from .clock import VirtualClock
+    from .daemon import Daemon, run_virtual
+    from .logs import configure
+
+    configure(log_level)
+
+    async def go(state: Context) -> None:
+        if virtual_from is None:
+            async with open_app(state.settings, state.clock) as application:
+                await Daemon(application, tick=timedelta(seconds=tick)).run()
+            return
+        model = state.model()
+        start = state.at(virtual_from, model)
+        end = state.at(until, model) if until else model.schedule.campaign_end_moment()
+        clock = VirtualClock(start)
+
+        async def step(moment: datetime) -> None:
+            if pace:
+                await asyncio.sleep(pace)
+
+        async with open_app(state.settings, clock) as application:
+            cycles = await run_virtual(application, clock, end, pace=step)
+            counts = await application.outbox.status_counts()
+        typer.echo(f"virtual run {render.iso_local(start, model)} → {render.iso_local(end, model)}: "
+                   f"{cycles} cycles; messages by state: {counts}")
+
+    run_async(ctx, go)
+
+
+@app.command()
+def simulate(
+    ctx: typer.Context,
+    from_: Annotated[str, typer.Option("--from", help="Start of the replay (ISO 8601).")],
+    to: Annotated[str, typer.Option("--to", help="End of the replay (ISO 8601).")],
+    out: Annotated[Path, typer.Option(help="Output folder (outbox, messages.jsonl, database).")],
+    submissions: Annotated[Path | None, typer.Option(help="CSV unit,obligation,period,count,at.")] = None,
+) -> None:
+    """Replay the campaign on a virtual clock, in seconds, into a file outbox."""
+    from .logs import configure
+    from .simulate import simulate as run_simulation
+
+    configure("WARNING")
+
+    async def go(state: Context) -> None:
+        model = state.model()
+        result = await run_simulation(state.settings, state.at(from_, model), state.at(to, model), out, submissions)
+        typer.echo(f"{result.cycles} cycles, {len(result.messages)} messages sent; states: {result.states}")
+        typer.echo(f"timeline: {out / 'messages.jsonl'}  outbox: {out / 'outbox'}")
+
+    run_async(ctx, go)
+
+
+@app.command()
+def preview(
+    ctx: typer.Context,
+    at: Annotated[str | None, typer.Option(help="From this moment (default now).")] = None,
+    json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """What goes out next, to whom, and why (nothing is written or sent)."""
+    from .runtime import Runtime
+
+    async def go(state: Context) -> None:
+        s = state.settings
+        runtime = Runtime.load(s.schedule, s.contacts, s.templates)
+        model = runtime.model
+        moment = state.at(at, model)
+        counts = await with_ledger(state, model, lambda led: led.counts(as_of=moment))
+        nxt = runtime.timeline.next_moment(moment)
+        if nxt is None:
+            typer.echo("活动已结束，不再发送任何消息。")
+            return
+        plan = runtime.planner.plan(counts, moment, nxt)
+        rows = [
+            {"at": render.iso_local(m.next_attempt_at, model), "kind": m.kind, "channel": m.channel,
+             "recipient": m.recipient_id, "obligation": m.obligation, "periods": list(m.periods),
+             "units": list(m.units), "status": m.status, "key": m.key,
+             "why": m.reason or _why(m.kind, m.step)}
+            for m in plan.messages
+        ]
+        if json:
+            typer.echo(render.dump_json({"campaign": model.key, "next": render.iso_local(nxt, model), "messages": rows}))
+            return
+        typer.echo(f"下一批：{render.iso_local(nxt, model)}，共 {len(rows)} 条")
+        render.console().print(render.table("", ["时间", "类型", "渠道", "收件人", "事项", "原因"], [
+            [r["at"], r["kind"], r["channel"], r["recipient"], ", ".join(r["periods"][:3]), r["why"]] for r in rows
+        ]))
+
+    run_async(ctx, go)
+
+
+def _why(kind: str, step: str) -> str:
+    return {
+        "reminder": f"截止前提醒（{step}）：尚未报送",
+        "overdue": f"逾期提醒（{step}）：已过截止时间仍未报送",
+        "escalation": f"督办（{step}）：逾期后通知单位负责人",
+        "digest": "逾期汇总：辖区内有逾期单位",
+        "notice": f"活动通知（{step}）",
+    }.get(kind, step)
+
+
+@app.command()
+def messages(
+    ctx: typer.Context,
+    status_: Annotated[str | None, typer.Option("--status", help="pending|sending|sent|cancelled|stale|failed")] = None,
+    limit: Annotated[int, typer.Option()] = 50,
+    json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """The outbox: every message with its state and reason."""
+
+    async def go(state: Context) -> None:
+        from .store.outbox import Outbox
+
+        model = state.model()
+        engine = create_engine(state.settings.db_url)
+        try:
+            await migrate(engine)
+            outbox = Outbox(engine, model.key)
+            rows = await outbox.rows(status_)
+            counts = await outbox.status_counts()
+        finally:
+            await engine.dispose()
+        rows = rows[-limit:]
+        if json:
+            typer.echo(render.dump_json({"counts": counts, "messages": [
+                {"key": r["idem_key"], "status": r["status"], "reason": r["reason"], "attempts": r["attempts"],
+                 "kind": r["kind"], "channel": r["channel"],
+                 "due": render.iso_local(r["due_at"], model),
+                 "sent_at": render.iso_local(r["sent_at"], model) if r["sent_at"] else None}
+                for r in rows]}))
+            return
+        typer.echo(f"按状态统计：{counts}")
+        render.console().print(render.table("", ["状态", "计划时间", "类型", "渠道", "键", "原因"], [
+            [r["status"], render.iso_local(r["due_at"], model), r["kind"], r["channel"], r["idem_key"], r["reason"][:60]]
+            for r in rows]))
+
+    run_async(ctx, go)
+
+
 def main() -> None:
     sys.exit(app())  # typer raises SystemExit itself; this keeps the entry point explicit

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from datetime import date, time
+from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -256,6 +256,11 @@ class Schedule(Strict):
                 raise ValueError(f"obligation key {ob.key!r} is used twice")
             seen.add(ob.key)
         return self
+
+    def campaign_end_moment(self) -> datetime:
+        """The first instant after the campaign's last day."""
+        camp = self.campaign
+        return datetime.combine(camp.end + timedelta(days=1), time(0), tzinfo=camp.tz)
 
     def obligation(self, key: str) -> Obligation:
         for ob in self.obligations:

@@ -12,14 +12,14 @@ from typing import Any
 from .app import open_app
 from .clock import VirtualClock
 from .config import Settings
-from .dispatcher import Stats
+from .daemon import run_virtual
 from .submissions import load_submissions_csv
 
 
 @dataclass
 class SimulationResult:
     cycles: int
-    stats: Stats
+    states: dict[str, int]  # messages by final state
     messages: list[dict[str, Any]]
 
 
@@ -36,21 +36,11 @@ async def simulate(
     shutil.rmtree(out / "outbox", ignore_errors=True)
     settings = settings.model_copy(update={"state_dir": out, "database_url": f"sqlite+aiosqlite:///{db}"})
     clock = VirtualClock(start)
-    total = Stats()
-    cycles = 0
     async with open_app(settings, clock, worker="simulator", durable_outbox=False) as app:
         if submissions is not None:
             await app.ledger.record(load_submissions_csv(submissions, app.runtime.model), "simulate")
-        while cycles < max_cycles:
-            result = await app.reconciler.run_cycle("simulate")
-            total.add(result.stats)
-            cycles += 1
-            wake = await app.reconciler.next_wake()
-            if wake is None or wake > end or wake <= clock.now():
-                break
-            clock.set(wake)
-        clock.set(max(clock.now(), end))
-        total.add((await app.reconciler.run_cycle("simulate-end")).stats)
+        cycles = await run_virtual(app, clock, end, max_cycles=max_cycles)
+        counts = await app.outbox.status_counts()
         rows = await app.outbox.rows(status="sent")
         model = app.runtime.model
         tz = model.schedule.campaign.tz
@@ -82,4 +72,4 @@ async def simulate(
             for r in all_rows:
                 fh.write(json.dumps({"key": r["idem_key"], "status": r["status"], "reason": r["reason"],
                                      "attempts": r["attempts"]}, ensure_ascii=False) + "\n")
-    return SimulationResult(cycles, total, messages)
+    return SimulationResult(cycles, counts, messages)

@@ -48,8 +48,7 @@ class DigestGate:
 
 def campaign_end(model: CampaignModel) -> datetime:
     """The first instant after the campaign: nothing is sent from here on."""
-    camp = model.schedule.campaign
-    return datetime.combine(camp.end + timedelta(days=1), time(0), tzinfo=camp.tz)
+    return model.schedule.campaign_end_moment()
 
 
 def _shift(cal: WorkdayCalendar, day: date, days: int, count: str) -> date:
