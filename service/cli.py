@@ -82,6 +82,8 @@ def main_options(
     ctx: typer.Context,
     schedule: Annotated[Path | None, typer.Option(help="Schedule YAML [env SERVICE_SCHEDULE].")] = None,
     contacts: Annotated[Path | None, typer.Option(help="Directory folder [env SERVICE_CONTACTS].")] = None,
+    templates: Annotated[Path | None, typer.Option(help="Templates folder [env SERVICE_TEMPLATES].")] = None,
+    channels: Annotated[Path | None, typer.Option(help="Channels YAML (SMTP/SMS) [env SERVICE_CHANNELS_FILE].")] = None,
     state_dir: Annotated[Path | None, typer.Option(help="State folder [env SERVICE_STATE_DIR].")] = None,
     database_url: Annotated[
         str | None, typer.Option(help="Database URL (default SQLite in the state folder) [env SERVICE_DATABASE_URL].")
@@ -89,7 +91,8 @@ def main_options(
 ) -> None:
     overrides: dict[str, Any] = {
         k: v
-        for k, v in dict(schedule=schedule, contacts=contacts, state_dir=state_dir, database_url=database_url).items()
+        for k, v in dict(schedule=schedule, contacts=contacts, templates=templates, channels_file=channels,
+                        state_dir=state_dir, database_url=database_url).items()
         if v is not None
     }
     ctx.obj = Context(Settings(**overrides), RealClock())

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import ConfigError, Problem
 from .schedule import Selector
@@ -81,13 +81,6 @@ class Person(BaseModel):
             raise ValueError("not a valid mainland China mobile number")
         return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
-    @model_validator(mode="after")
-    def _reachable(self) -> Person:
-        if not (self.email or self.mobile):
-            raise ValueError("give an email or a mobile number")
-        if self.role == "supervisor" and not self.scope:
-            raise ValueError("a supervisor needs a scope (a unit id)")
-        return self
 
 
 @dataclass
@@ -129,31 +122,34 @@ class Directory:
         return [p for p in self.people if p.role == "supervisor"]
 
 
-def _records(path: Path) -> tuple[Any, Iterator[tuple[list[int | str], int | None, dict[str, Any]]]]:
-    """(doc, records) where each record carries its location for error messages."""
+Locate = Callable[[str], "int | None"]  # field name -> line of that field in the file
+
+
+def _records(path: Path) -> tuple[Any, list[tuple[list[int | str], Locate, Any]]]:
+    """(doc, records) where each record knows how to locate its fields for errors."""
     if path.suffix.lower() == ".csv":
-        rows = read_csv(path)
-        return None, ((["line", ln], ln, row) for ln, row in rows)
+        return None, [(["line", ln], (lambda _f, ln=ln: ln), row) for ln, row in read_csv(path)]
     doc = load_yaml(path)
-    items = doc if isinstance(doc, list) else None
-    if items is None:
+    if not isinstance(doc, list):
         raise ConfigError([Problem(str(path), 1, "", "expected a list of records")])
-    return doc, (([i], line_of(doc, [i]), to_plain(r)) for i, r in enumerate(items))
+    return doc, [
+        ([i], (lambda f, i=i: line_of(doc, [i, f])), to_plain(r)) for i, r in enumerate(doc)
+    ]
 
 
-def _load(path: Path, model: type[BaseModel]) -> tuple[list[Any], list[Problem]]:
+def _load(path: Path, model: type[BaseModel]) -> tuple[list[tuple[Locate, Any]], list[Problem]]:
     doc, records = _records(path)
     out, problems = [], []
-    for loc, line, record in records:
+    for loc, locate, record in records:
         if not isinstance(record, dict):
-            problems.append(Problem(str(path), line, "", "expected a mapping"))
+            problems.append(Problem(str(path), locate(""), "", "expected a mapping"))
             continue
         try:
-            out.append((line, model.model_validate(record)))
+            out.append((locate, model.model_validate(record)))
         except ValidationError as exc:
             if doc is None:  # CSV: the row number is the location, the column the field
                 problems += [
-                    Problem(str(path), line, ".".join(str(p) for p in e["loc"]), e["msg"])
+                    Problem(str(path), locate(""), ".".join(str(p) for p in e["loc"]), e["msg"])
                     for e in exc.errors(include_url=False)
                 ]
             else:
@@ -175,40 +171,48 @@ def load_directory(folder: Path) -> Directory:
     unit_rows, problems = _load(units_path, Unit)
     people_rows, more = _load(people_path, Person)
     problems += more
+    up, pp = str(units_path), str(people_path)
     units: dict[str, Unit] = {}
-    for line, unit in unit_rows:
+    for locate, unit in unit_rows:
         if unit.id in units:
-            problems.append(Problem(str(units_path), line, "id", f"duplicate unit id {unit.id!r}"))
+            problems.append(Problem(up, locate("id"), "id", f"duplicate unit id {unit.id!r}"))
         units[unit.id] = unit
-    for line, unit in unit_rows:
+    for locate, unit in unit_rows:
         if unit.parent and unit.parent not in units:
-            problems.append(Problem(str(units_path), line, "parent", f"unknown unit {unit.parent!r}"))
-    problems += _cycles(units, units_path, dict((u.id, ln) for ln, u in unit_rows))
+            problems.append(Problem(up, locate("parent"), "parent", f"unknown unit {unit.parent!r}"))
+    cyclic = _cyclic(units)
+    problems += [Problem(up, locate("parent"), "parent", f"unit {unit.id!r} is in a parent cycle")
+                 for locate, unit in unit_rows if unit.id in cyclic]
     seen: set[str] = set()
-    for line, person in people_rows:
+    for locate, person in people_rows:
         if person.id in seen:
-            problems.append(Problem(str(people_path), line, "id", f"duplicate person id {person.id!r}"))
+            problems.append(Problem(pp, locate("id"), "id", f"duplicate person id {person.id!r}"))
         seen.add(person.id)
         if person.unit not in units:
-            problems.append(Problem(str(people_path), line, "unit", f"unknown unit {person.unit!r}"))
+            problems.append(Problem(pp, locate("unit"), "unit", f"unknown unit {person.unit!r}"))
         if person.scope and person.scope not in units:
-            problems.append(Problem(str(people_path), line, "scope", f"unknown unit {person.scope!r}"))
+            problems.append(Problem(pp, locate("scope"), "scope", f"unknown unit {person.scope!r}"))
+        if person.role == "supervisor" and not person.scope:
+            problems.append(Problem(pp, locate("scope"), "scope", "a supervisor needs a scope (a unit id)"))
+        if not (person.email or person.mobile):
+            problems.append(Problem(pp, locate("email"), "email", "give an email or a mobile number"))
     if problems:
         raise ConfigError(problems)
     return Directory(units=units, people=[p for _, p in people_rows])
 
 
-def _cycles(units: dict[str, Unit], path: Path, lines: dict[str, int | None]) -> list[Problem]:
-    problems = []
+def _cyclic(units: dict[str, Unit]) -> set[str]:
+    """Units that are their own ancestor (not their descendants)."""
+    out = set()
     for uid in units:
-        seen, cur = set(), uid
-        while cur in units and units[cur].parent:
-            if cur in seen:
-                problems.append(Problem(str(path), lines.get(uid), "parent", f"unit {uid!r} is in a parent cycle"))
+        seen, cur = set(), units[uid].parent
+        while cur and cur in units and cur not in seen:
+            if cur == uid:
+                out.add(uid)
                 break
             seen.add(cur)
-            cur = units[cur].parent or ""
-    return problems
+            cur = units[cur].parent
+    return out
 
 
 def check_selectors(directory: Directory, selectors: Iterable[tuple[str, Selector]]) -> list[Problem]:

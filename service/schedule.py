@@ -25,6 +25,7 @@ Slug = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
 Weekday = Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
 WEEKDAYS: tuple[str, ...] = Weekday.__args__  # type: ignore[attr-defined]
 ChannelName = Literal["email", "sms"]
+MAX_CAMPAIGN_DAYS = 3 * 366
 _YEAR_MONTH = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 
 
@@ -99,6 +100,8 @@ class Campaign(Strict):
     def _ordered(self) -> Campaign:
         if self.start > self.end:
             raise ValueError("start must not be after end")
+        if (self.end - self.start).days > MAX_CAMPAIGN_DAYS:
+            raise ValueError(f"a campaign spans at most {MAX_CAMPAIGN_DAYS} days")
         return self
 
     @property
@@ -248,14 +251,6 @@ class Schedule(Strict):
     campaign: Campaign
     obligations: list[Obligation]
 
-    @model_validator(mode="after")
-    def _unique_keys(self) -> Schedule:
-        seen: set[str] = set()
-        for ob in self.obligations:
-            if ob.key in seen:
-                raise ValueError(f"obligation key {ob.key!r} is used twice")
-            seen.add(ob.key)
-        return self
 
     def campaign_end_moment(self) -> datetime:
         """The first instant after the campaign's last day."""
@@ -289,31 +284,60 @@ def parse_schedule(path: Path, text: str | None = None) -> Schedule:
         schedule = Schedule.model_validate(plain)
     except ValidationError as exc:
         raise ConfigError(problems_from_validation(path, doc, exc)) from None
-    # Dates must lie in the campaign and in the working-day data: check by expanding.
-    from .occurrences import expand  # local: occurrences imports this module
-
-    problems: list[Problem] = []
-    for index, ob in enumerate(schedule.obligations):
-        try:
-            occurrences = expand(schedule, ob, schedule.calendar(str(path)))
-        except ConfigError as exc:
-            line = line_of(doc, ["obligations", index, "recurrence"])
-            problems += [
-                Problem(str(path), line, f"obligations[{index}].recurrence", p.message)
-                for p in exc.problems
-            ]
-            continue
-        for occ in occurrences:
-            if not schedule.campaign.start <= occ.due_date <= schedule.campaign.end:
-                problems.append(
-                    Problem(
-                        str(path),
-                        line_of(doc, ["obligations", index, "recurrence"]),
-                        f"obligations[{index}].recurrence",
-                        f"{occ.key} is due {occ.due_date}, outside the campaign "
-                        f"{schedule.campaign.start}..{schedule.campaign.end}",
-                    )
-                )
+    problems = _semantic_problems(schedule, doc, str(path))
     if problems:
         raise ConfigError(problems)
     return schedule
+
+
+def _recurrence_span(rec: Once | Weekly | Monthly | Event) -> tuple[date, date]:
+    if isinstance(rec, Weekly):
+        return rec.start, rec.end
+    if isinstance(rec, Monthly):
+        return date(int(rec.start[:4]), int(rec.start[5:]), 1), date(int(rec.end[:4]), int(rec.end[5:]), 1)
+    return rec.date, rec.date
+
+
+def _semantic_problems(schedule: Schedule, doc: Any, path: str) -> list[Problem]:
+    """Checks that need the whole schedule: unique keys, dates, holiday-data coverage."""
+    from .occurrences import expand  # local: occurrences imports this module
+
+    camp = schedule.campaign
+    problems: list[Problem] = []
+    seen: set[str] = set()
+    for index, ob in enumerate(schedule.obligations):
+        if ob.key in seen:
+            problems.append(Problem(path, line_of(doc, ["obligations", index, "key"]),
+                                    f"obligations[{index}].key", f"obligation key {ob.key!r} is used twice"))
+        seen.add(ob.key)
+    # The whole campaign must be covered by holiday data (or own_years), whatever the
+    # holiday policies, because reminders and escalations count working days.
+    cal = schedule.calendar(path)
+    for day in (camp.start + timedelta(days=n) for n in range((camp.end - camp.start).days + 1)):
+        try:
+            cal.is_workday(day)
+        except ConfigError as exc:
+            problems += [Problem(path, line_of(doc, ["campaign", "end"]), "campaign.workdays", p.message)
+                         for p in exc.problems]
+            return problems
+    month_start = camp.start.replace(day=1)
+    for index, ob in enumerate(schedule.obligations):
+        where = f"obligations[{index}].recurrence"
+        line = line_of(doc, ["obligations", index, "recurrence"])
+        first, last = _recurrence_span(ob.recurrence)
+        if first < month_start or last > camp.end:
+            problems.append(Problem(path, line, where,
+                                    f"dates {first}..{last} fall outside the campaign {camp.start}..{camp.end}"))
+            continue
+        try:
+            occurrences = expand(schedule, ob, cal)
+        except ConfigError as exc:
+            problems += [Problem(path, line, where, p.message) for p in exc.problems]
+            continue
+        problems += [
+            Problem(path, line, where, f"{occ.key} is due {occ.due_date}, outside the campaign "
+                                       f"{camp.start}..{camp.end}")
+            for occ in occurrences
+            if not camp.start <= occ.due_date <= camp.end
+        ]
+    return problems

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,8 @@ from typing import Any
 from pydantic import ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import MarkedYAMLError
+from ruamel.yaml.constructor import RoundTripConstructor
+from ruamel.yaml.error import MarkedYAMLError, ReusedAnchorWarning
 
 from .errors import ConfigError, Problem
 
@@ -37,12 +39,30 @@ def read_text(path: Path) -> str:
         raise ConfigError([Problem(str(path), None, "", exc.strerror or str(exc))]) from None
 
 
+class _Constructor(RoundTripConstructor):
+    """Leaves dates as text so that validation (not the parser) reports a bad date,
+    with its line and field, instead of an unlocated ValueError."""
+
+
+_Constructor.add_constructor(
+    "tag:yaml.org,2002:timestamp", lambda self, node: self.construct_scalar(node)
+)
+MAX_NODES = 100_000  # an alias "bomb" expands exponentially; real inputs are far smaller
+
+
 def load_yaml(path: Path, text: str | None = None) -> Any:
     """Parse YAML keeping positions; syntax errors become located problems."""
     text = read_text(path) if text is None else text
     yaml = YAML(typ="rt")
+    yaml.Constructor = _Constructor
     try:
-        return yaml.load(text)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ReusedAnchorWarning)
+            doc = yaml.load(text)
+        _check_size(doc, path)
+        return doc
+    except ConfigError:
+        raise
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else None
@@ -50,6 +70,37 @@ def load_yaml(path: Path, text: str | None = None) -> Any:
         raise ConfigError([Problem(str(path), line, "", f"YAML syntax: {msg}")]) from None
     except Exception as exc:  # ruamel raises a few unmarked errors (duplicate keys…)
         raise ConfigError([Problem(str(path), None, "", f"YAML: {exc}")]) from None
+
+
+def _check_size(doc: Any, path: Path) -> None:
+    seen = 0
+    stack = [doc]
+    while stack:
+        node = stack.pop()
+        seen += 1
+        if seen > MAX_NODES:
+            raise ConfigError([Problem(str(path), None, "", f"more than {MAX_NODES} values (alias expansion?)")])
+        if isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+
+
+def clean_loc(doc: Any, loc: Sequence[int | str]) -> list[int | str]:
+    """Drop the parts pydantic adds that are not in the document (union tags)."""
+    out: list[int | str] = []
+    node = doc
+    for i, part in enumerate(loc):
+        if isinstance(node, dict) and part not in node and i + 1 < len(loc) and loc[i + 1] in node:
+            continue
+        out.append(part)
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and part < len(node):
+            node = node[part]
+        else:
+            node = None
+    return out
 
 
 def line_of(doc: Any, loc: Sequence[int | str]) -> int | None:
@@ -84,7 +135,7 @@ def problems_from_validation(
     for err in exc.errors(include_url=False):
         # pydantic adds the tag of a discriminated union or a function name to the path
         loc = [p for p in err["loc"] if not (isinstance(p, str) and "[" in p)]
-        full = [*prefix, *loc]
+        full = clean_loc(doc, [*prefix, *loc])
         msg = err["msg"]
         problems.append(Problem(str(path), line_of(doc, full), field_name(full), msg))
     return problems

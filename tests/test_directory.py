@@ -260,11 +260,6 @@ def test_supervisor_without_scope(
     assert (name, line) == ("people.csv", line_of(PEOPLE, "siping-supervisor,"))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="'a supervisor needs a scope' comes from Person's model validator, so "
-    "the CSV problem has an empty field instead of the 'scope' column",
-)
 def test_supervisor_without_scope_names_column(
     problems_of: Callable[..., list[tuple[str, int | None, str]]],
 ) -> None:
@@ -322,12 +317,6 @@ def test_parent_cycle(
     assert {field for _, _, field in problems} == {"parent"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_cycles reports every unit whose ancestry reaches a cycle (yushu, "
-    "dehui) as 'in a parent cycle', not only the units on the cycle "
-    "(changchun, nongan)",
-)
 def test_parent_cycle_names_only_its_members(
     problems_of: Callable[..., list[tuple[str, int | None, str]]],
 ) -> None:
@@ -439,23 +428,17 @@ def test_yaml_record_error_has_its_line(
     """In YAML, a record-level problem is reported on the record's line."""
     people = replace(PEOPLE_YAML, "  scope: prov\n", "")
     assert problems_of(units=UNITS_YAML, people=people, suffix=".yaml") == [
-        ("people.yaml", 11, "[2]")
+        ("people.yaml", 11, "scope")
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cross-record checks (unknown parent, duplicate id, unknown unit/scope) "
-    "in a YAML directory report the record's first line, not the line of the "
-    "offending key",
-)
 def test_yaml_unknown_parent_points_at_parent_line(
     problems_of: Callable[..., list[tuple[str, int | None, str]]],
 ) -> None:
     """An unknown parent in YAML points at the parent: line."""
     units = replace(UNITS_YAML, "  parent: reg\n", "  parent: nowhere\n")
     assert problems_of(units=units, people=PEOPLE_YAML, suffix=".yaml") == [
-        ("units.yaml", 12, "parent")
+        ("units.yaml", 11, "parent")
     ]
 
 

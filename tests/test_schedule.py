@@ -122,12 +122,6 @@ def test_numeric_weekday_refused(problems_of: Callable[[str], list[Problem]]) ->
     assert problem.field.endswith("weekday")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="discriminated-union tag ('weekly') leaks into the error location: field is "
-    "'obligations[0].recurrence.weekly.weekday' and the line is the 'recurrence:' key "
-    "(16) instead of the 'weekday:' line (18)",
-)
 def test_numeric_weekday_points_at_weekday_line(
     problems_of: Callable[[str], list[Problem]],
 ) -> None:
@@ -180,11 +174,6 @@ def test_duplicate_obligation_key_refused(
     assert "obligation key 'weekly' is used twice" in problems[0].message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="duplicate obligation key is reported at line 1 with an empty field "
-    "(Schedule-level model validator) instead of the second key's line and field",
-)
 def test_duplicate_obligation_key_located(
     problems_of: Callable[[str], list[Problem]],
 ) -> None:
@@ -196,34 +185,28 @@ def test_duplicate_obligation_key_located(
 def test_date_outside_campaign(problems_of: Callable[[str], list[Problem]]) -> None:
     """Every occurrence due after the campaign end is reported on its recurrence."""
     problems = problems_of(variant("end: 2023-06-30", "end: 2024-01-12"))
-    assert located(problems) == [(16, "obligations[0].recurrence")] * 2
-    outside = "outside the campaign 2023-05-18..2023-12-31"
-    assert [p.message for p in problems] == [
-        f"weekly@2024-W01 is due 2024-01-05, {outside}",
-        f"weekly@2024-W02 is due 2024-01-12, {outside}",
-    ]
+    assert located(problems) == [(16, "obligations[0].recurrence")]
+    assert problems[0].message == (
+        "dates 2023-06-01..2024-01-12 fall outside the campaign 2023-05-18..2023-12-31"
+    )
 
 
 def test_date_outside_holiday_data(problems_of: Callable[[str], list[Problem]]) -> None:
-    """A 2027 occurrence is refused unless the schedule covers 2027 itself."""
-    text = variant("  end: 2023-12-31\n", "  end: 2027-12-31\n")
+    """A campaign reaching into 2027 is refused unless the schedule covers 2027 itself."""
+    text = variant("  start: 2023-05-18\n", "  start: 2026-05-18\n")
+    text = variant("  end: 2023-12-31\n", "  end: 2027-03-31\n", text)
     problems = problems_of(variant('end: "2023-12"', 'end: "2027-01"', text))
-    assert located(problems) == [(25, "obligations[1].recurrence")]
-    assert "2027-01-31 is outside the holiday data (2004-2026)" in problems[0].message
+    assert [p.field for p in problems] == ["campaign.workdays"]
+    assert "2027-01-01 is outside the holiday data (2004-2026)" in problems[0].message
     assert "own_years" in problems[0].message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="with holiday_policy: keep, WorkdayCalendar.apply returns before asking "
-    "is_workday, so a 2027 schedule without own_years validates; the range error "
-    "only surfaces later (working-day reminder offsets at planning time)",
-)
 def test_keep_policy_date_outside_holiday_data(
     problems_of: Callable[[str], list[Problem]],
 ) -> None:
     """A 2027 weekly date is refused even when the policy is keep."""
-    text = variant("  end: 2023-12-31\n", "  end: 2027-12-31\n")
+    text = variant("  start: 2023-05-18\n", "  start: 2026-05-18\n")
+    text = variant("  end: 2023-12-31\n", "  end: 2027-03-31\n", text)
     text = variant("end: 2023-06-30", "end: 2027-01-31", text)
     problems = problems_of(variant("previous_working_day", "keep", text))
     assert "outside the holiday data" in problems[0].message
@@ -231,7 +214,11 @@ def test_keep_policy_date_outside_holiday_data(
 
 def test_own_years_allows_2027(write_schedule: Callable[[str], Path]) -> None:
     """With own_years: [2027] and its holidays listed, 2027 months are accepted."""
-    text = variant("  end: 2023-12-31\n", "  end: 2027-12-31\n")
+    text = variant("  start: 2023-05-18\n", "  start: 2026-05-18\n")
+    text = variant("  end: 2023-12-31\n", "  end: 2027-03-31\n", text)
+    text = variant("start: 2023-06-01", "start: 2026-06-01", text)
+    text = variant("end: 2023-06-30", "end: 2026-06-30", text)
+    text = variant('start: "2023-06"', 'start: "2026-06"', text)
     text = variant('end: "2023-12"', 'end: "2027-01"', text)
     text = variant(
         "  contact:\n",
@@ -287,11 +274,6 @@ def test_problem_renders_file_line_field() -> None:
     assert str(Problem("s.yaml", None, "", "bad")) == "s.yaml: bad"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an impossible date (2023-02-30) is reported with line=None: ruamel's "
-    "ValueError is caught by load_yaml's catch-all without a position",
-)
 def test_impossible_date_has_its_line(
     problems_of: Callable[[str], list[Problem]],
 ) -> None:
@@ -300,11 +282,6 @@ def test_impossible_date_has_its_line(
     assert [p.line for p in problems] == [19]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="OverflowError escapes parse_schedule: occurrences._nominal_dates computes "
-    "day - 6 days for a weekly recurrence starting 0001-01-01",
-)
 def test_extreme_weekly_dates_are_config_errors(
     problems_of: Callable[[str], list[Problem]],
 ) -> None:

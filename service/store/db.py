@@ -39,7 +39,7 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
         # cheaper than several connections sleeping in SQLite's busy handler.
         kwargs.setdefault("pool_size", 1)
         kwargs.setdefault("max_overflow", 0)
-        kwargs.setdefault("connect_args", {"timeout": 30})
+        kwargs["connect_args"] = {"timeout": 30, **kwargs.get("connect_args", {})}
         engine = create_async_engine(url, **kwargs)
         _sqlite_pragmas(engine)
         return engine
