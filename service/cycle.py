@@ -61,7 +61,10 @@ class Reconciler:
             planned, new = await self.plan()
             stats = await self.dispatcher.run()
             if new or stats.claimed:
-                log.info("cycle", reason=reason, planned=planned, new=new, **stats.__dict__)
+                at = self.clock.now().astimezone(self.runtime.model.schedule.campaign.tz)
+                log.info("cycle", at=at.isoformat(timespec="minutes"), reason=reason, new=new,
+                         sent=stats.sent, cancelled=stats.cancelled, stale=stats.stale,
+                         failed=stats.failed, retried=stats.retried, deferred=stats.deferred)
             return CycleResult(planned, new, stats)
 
     async def next_wake(self) -> datetime | None:

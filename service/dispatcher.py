@@ -228,7 +228,7 @@ class Dispatcher:
         if not ok:
             log.error("sent but lease lost: another worker may resend (same Message-ID)", key=msg.key)
             return "lost_lease"
-        log.info("sent", key=msg.key, channel=msg.channel, to=mask_address(envelope.address))
+        log.debug("sent", key=msg.key, channel=msg.channel, to=mask_address(envelope.address))
         return "sent"
 
     async def _end(self, msg: Claimed, now: datetime, status: str, reason: str,
