@@ -50,7 +50,7 @@ class Reconciler:
             log.warning("campaign ended before the service first ran; nothing planned",
                         campaign=self.runtime.model.key)
             return 0, 0
-        counts = await self.ledger.counts(as_of=now)
+        counts = await self.ledger.count_table(self.runtime.unit_index, as_of=now)
         plan = self.runtime.planner.plan(counts, since, now)
         new = await self.outbox.insert(plan.messages, now) if plan.messages else 0
         await self.outbox.set_planned_through(min(now, end), now)

@@ -5,15 +5,16 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from .errors import ConfigError, Problem
 from .schedule import Selector
-from .sources import line_of, load_yaml, problems_from_validation, read_csv, to_plain
+from .sources import iter_csv, line_of, load_yaml, problems_from_validation, to_plain
 
 Role = Literal["liaison", "head", "supervisor"]
 UNIT_KINDS = ("province", "region", "county", "department", "enterprise", "office")
@@ -29,11 +30,15 @@ def _blank_to_none(value: Any) -> Any:
     return None if isinstance(value, str) and not value.strip() else value
 
 
-class Unit(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+# Pydantic dataclasses with slots: validated like models, but a national directory of
+# 100,000 units and 200,000 people stays small in memory.
+_RECORD = ConfigDict(extra="forbid")
 
-    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
-    name: str = Field(min_length=1)
+
+@pydantic_dataclass(frozen=True, slots=True, config=_RECORD)
+class Unit:
+    id: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
+    name: Annotated[str, Field(min_length=1)]
     kind: Literal["province", "region", "county", "department", "enterprise", "office"]
     parent: str | None = None
     tags: tuple[str, ...] = ()
@@ -42,11 +47,10 @@ class Unit(BaseModel):
     _parent = field_validator("parent", mode="before")(_blank_to_none)
 
 
-class Person(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")
-    name: str = Field(min_length=1)
+@pydantic_dataclass(frozen=True, slots=True, config=_RECORD)
+class Person:
+    id: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")]
+    name: Annotated[str, Field(min_length=1)]
     unit: str
     role: Role
     scope: str | None = None  # supervisors: the unit whose subtree they oversee
@@ -90,11 +94,14 @@ class Directory:
     units: dict[str, Unit]
     people: list[Person]
     _children: dict[str, list[str]] = field(default_factory=dict, repr=False)
+    _by_role: dict[tuple[str, str], list[Person]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         for unit in self.units.values():
             if unit.parent:
                 self._children.setdefault(unit.parent, []).append(unit.id)
+        for person in self.people:
+            self._by_role.setdefault((person.unit, person.role), []).append(person)
 
     def subtree(self, root: str) -> list[str]:
         """``root`` and every unit below it, depth first."""
@@ -116,7 +123,7 @@ class Directory:
         ]
 
     def people_of(self, unit: str, role: Role) -> list[Person]:
-        return [p for p in self.people if p.unit == unit and p.role == role]
+        return self._by_role.get((unit, role), [])
 
     def supervisors(self) -> list[Person]:
         return [p for p in self.people if p.role == "supervisor"]
@@ -125,10 +132,10 @@ class Directory:
 Locate = Callable[[str], "int | None"]  # field name -> line of that field in the file
 
 
-def _records(path: Path) -> tuple[Any, list[tuple[list[int | str], Locate, Any]]]:
+def _records(path: Path) -> tuple[Any, Iterable[tuple[list[int | str], Locate, Any]]]:
     """(doc, records) where each record knows how to locate its fields for errors."""
     if path.suffix.lower() == ".csv":
-        return None, [(["line", ln], (lambda _f, ln=ln: ln), row) for ln, row in read_csv(path)]
+        return None, ((["line", ln], _at_line(ln), row) for ln, row in iter_csv(path))
     doc = load_yaml(path)
     if not isinstance(doc, list):
         raise ConfigError([Problem(str(path), 1, "", "expected a list of records")])
@@ -137,15 +144,20 @@ def _records(path: Path) -> tuple[Any, list[tuple[list[int | str], Locate, Any]]
     ]
 
 
-def _load(path: Path, model: type[BaseModel]) -> tuple[list[tuple[Locate, Any]], list[Problem]]:
+def _at_line(line: int) -> Locate:
+    return lambda _field: line
+
+
+def _load(path: Path, model: type[Any]) -> tuple[list[tuple[Locate, Any]], list[Problem]]:
     doc, records = _records(path)
+    adapter = TypeAdapter(model)
     out, problems = [], []
     for loc, locate, record in records:
         if not isinstance(record, dict):
             problems.append(Problem(str(path), locate(""), "", "expected a mapping"))
             continue
         try:
-            out.append((locate, model.model_validate(record)))
+            out.append((locate, adapter.validate_python(record)))
         except ValidationError as exc:
             if doc is None:  # CSV: the row number is the location, the column the field
                 problems += [

@@ -22,12 +22,14 @@ class Runtime:
     timeline: Timeline = field(init=False)
     planner: Planner = field(init=False)
     _people: dict[str, Person] = field(init=False, repr=False)
+    unit_index: dict[str, int] = field(init=False, repr=False)
     _gates: dict[str, datetime] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.timeline = Timeline(self.model)
         self.planner = Planner(self.timeline)
         self._people = {p.id: p for p in self.model.directory.people}
+        self.unit_index = {uid: i for i, uid in enumerate(self.model.directory.units)}
         self._gates = {}
         for gate in self.timeline.gates:
             self._gates[gate.occurrence.key] = min(gate.moment, self._gates.get(gate.occurrence.key, gate.moment))

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import csv
 import io
+import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +22,14 @@ from ruamel.yaml.error import MarkedYAMLError, ReusedAnchorWarning
 
 from .errors import ConfigError, Problem
 
-MAX_INPUT_BYTES = 5 * 1024 * 1024  # a schedule or directory is hand-written, not bulk data
+MAX_YAML_BYTES = 5 * 1024 * 1024  # schedules and templates are hand-written
+MAX_CSV_BYTES = 512 * 1024 * 1024  # a national directory is ~30 MB
 
 
-def read_text(path: Path) -> str:
+def read_text(path: Path, limit: int = MAX_YAML_BYTES) -> str:
     try:
-        if path.stat().st_size > MAX_INPUT_BYTES:
-            raise ConfigError([Problem(str(path), None, "", "file is larger than 5 MB")])
+        if path.stat().st_size > limit:
+            raise ConfigError([Problem(str(path), None, "", f"file is larger than {limit // 2**20} MB")])
         return path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise ConfigError([Problem(str(path), None, "", "file not found")]) from None
@@ -150,11 +152,10 @@ def to_plain(node: Any) -> Any:
     return node
 
 
-def read_csv(path: Path) -> list[tuple[int, dict[str, str]]]:
-    """Rows of a CSV file with their 1-based line numbers (header is line 1)."""
-    text = read_text(path)
+def iter_csv(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
+    """Rows of a CSV file with their 1-based line numbers (header is line 1), lazily."""
+    text = read_text(path, MAX_CSV_BYTES)
     reader = csv.DictReader(io.StringIO(text))
-    rows: list[tuple[int, dict[str, str]]] = []
     try:
         for row in reader:
             if None in row:
@@ -163,7 +164,10 @@ def read_csv(path: Path) -> list[tuple[int, dict[str, str]]]:
                 )
             if not any((v or "").strip() for v in row.values()):
                 continue
-            rows.append((reader.line_num, {k.strip(): (v or "").strip() for k, v in row.items()}))
+            yield reader.line_num, {k.strip(): sys.intern((v or "").strip()) for k, v in row.items()}
     except csv.Error as exc:
         raise ConfigError([Problem(str(path), reader.line_num, "", f"CSV: {exc}")]) from None
-    return rows
+
+
+def read_csv(path: Path) -> list[tuple[int, dict[str, str]]]:
+    return list(iter_csv(path))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ..clock import Clock
+from ..counts import CountTable
 from ..errors import LedgerError
 from ..submissions import NewSubmission
 from .tables import audit_log, submissions
@@ -124,6 +125,23 @@ class Ledger:
         async with self._engine.connect() as conn:
             rows = (await conn.execute(query)).all()
         return {(r[0], r[1], r[2]): int(r[3]) for r in rows}
+
+    async def count_table(self, unit_index: Mapping[str, int], as_of: datetime | None = None) -> CountTable:
+        """Like :meth:`counts`, streamed into a compact :class:`CountTable` (planning at scale)."""
+        c = submissions.c
+        query = sa.select(c.unit_id, c.obligation, c.period, sa.func.sum(c.count)).where(
+            c.campaign == self._campaign, c.retracted_at.is_(None)
+        )
+        if as_of is not None:
+            query = query.where(c.submitted_at <= as_of)
+        query = query.group_by(c.unit_id, c.obligation, c.period)
+        table = CountTable(unit_index)
+        async with self._engine.connect() as conn:
+            result = await conn.stream(query)
+            async for partition in result.partitions(20_000):
+                for unit, obligation, period, count in partition:
+                    table.add(unit, obligation, period, int(count))
+        return table
 
     async def counts_for(
         self, units: Sequence[str], as_of: datetime | None = None

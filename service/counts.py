@@ -1,0 +1,39 @@
+"""A compact table of submission counts: one bytearray per occurrence.
+
+A national campaign has ~100,000 units × ~20 occurrences; a dict keyed by
+``(unit, obligation, period)`` tuples would take hundreds of megabytes. Counts above 255
+are clamped (quotas are single digits). Reads use the same ``get`` as a plain dict, so
+the planner and status code accept either.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+
+class CountTable:
+    def __init__(self, unit_index: Mapping[str, int]) -> None:
+        self._index = unit_index
+        self._size = len(unit_index)
+        self._by_occurrence: dict[tuple[str, str], bytearray] = {}
+
+    def add(self, unit: str, obligation: str, period: str, count: int) -> None:
+        i = self._index.get(unit)
+        if i is None:
+            return  # a unit removed from the directory no longer owes anything
+        key = (obligation, period)
+        row = self._by_occurrence.get(key)
+        if row is None:
+            row = self._by_occurrence[key] = bytearray(self._size)
+        row[i] = min(255, row[i] + max(0, count))
+
+    def get(self, key: tuple[str, str, str], default: int = 0) -> int:
+        unit, obligation, period = key
+        row = self._by_occurrence.get((obligation, period))
+        if row is None:
+            return default
+        i = self._index.get(unit)
+        return default if i is None else row[i] or default
+
+    def __len__(self) -> int:
+        return sum(sum(1 for v in row if v) for row in self._by_occurrence.values())
