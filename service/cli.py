@@ -222,7 +222,7 @@ def status(
         if unit is not None and unit not in model.directory.units:
             raise LedgerError(f"--unit: unknown unit {unit!r}")
         moment = state.at(at, model)
-        counts = await with_ledger(state, model, lambda led: led.counts(as_of=moment))
+        counts = await with_ledger(state, model, lambda led: led.count_table(model.unit_index(), as_of=moment))
         rows = compute_status(model, counts, moment, [unit] if unit else None)
         payload = render.status_payload(model, rows, moment)
         if json:
@@ -257,7 +257,7 @@ def overdue(
         if scope is not None and scope not in model.directory.units:
             raise LedgerError(f"--scope: unknown unit {scope!r}")
         moment = state.at(at, model)
-        counts = await with_ledger(state, model, lambda led: led.counts(as_of=moment))
+        counts = await with_ledger(state, model, lambda led: led.count_table(model.unit_index(), as_of=moment))
         payload = render.overdue_payload(model, overdue_in_scope(model, counts, moment, scope), moment, scope)
         if json:
             typer.echo(render.dump_json(payload))
@@ -367,7 +367,7 @@ def preview(
         runtime = Runtime.load(s.schedule, s.contacts, s.templates)
         model = runtime.model
         moment = state.at(at, model)
-        counts = await with_ledger(state, model, lambda led: led.counts(as_of=moment))
+        counts = await with_ledger(state, model, lambda led: led.count_table(model.unit_index(), as_of=moment))
         nxt = runtime.timeline.next_moment(moment)
         if nxt is None:
             typer.echo("活动已结束，不再发送任何消息。")

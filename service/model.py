@@ -33,6 +33,10 @@ class CampaignModel:
     def occurrence(self, obligation: str, period: str) -> Occurrence | None:
         return self._by_key.get(f"{obligation}@{period}")
 
+    def unit_index(self) -> dict[str, int]:
+        """Positions of units, for compact per-occurrence count tables."""
+        return {uid: i for i, uid in enumerate(self.directory.units)}
+
     def submittable(self) -> list[Occurrence]:
         return [o for o in self.occurrences if o.kind != "event"]
 

@@ -29,7 +29,7 @@ class Runtime:
         self.timeline = Timeline(self.model)
         self.planner = Planner(self.timeline)
         self._people = {p.id: p for p in self.model.directory.people}
-        self.unit_index = {uid: i for i, uid in enumerate(self.model.directory.units)}
+        self.unit_index = self.model.unit_index()
         self._gates = {}
         for gate in self.timeline.gates:
             self._gates[gate.occurrence.key] = min(gate.moment, self._gates.get(gate.occurrence.key, gate.moment))
