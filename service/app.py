@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 import socket
-from contextlib import asynccontextmanager
 from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from .channels.base import Channel
@@ -56,16 +56,22 @@ async def open_app(
     owned = channels is None
     if channels is None:
         cfg = load_channels_config(settings.channels_file)
-        channels = build_channels(cfg, settings.state_dir, runtime.templates.sms.signature,
-                                  clock=clock.now, durable=durable_outbox)
+        channels = build_channels(
+            cfg,
+            settings.state_dir,
+            runtime.templates.sms.signature,
+            clock=clock.now,
+            durable=durable_outbox,
+        )
     engine = create_engine(settings.db_url)
     try:
         await migrate(engine)
         key = runtime.model.key
         ledger = Ledger(engine, key, clock)
         outbox = Outbox(engine, key)
-        dispatcher = Dispatcher(runtime, outbox, ledger, channels, clock, worker or worker_id(),
-                                policy or RetryPolicy())
+        dispatcher = Dispatcher(
+            runtime, outbox, ledger, channels, clock, worker or worker_id(), policy or RetryPolicy()
+        )
         reconciler = Reconciler(runtime, outbox, ledger, dispatcher, clock)
         yield App(settings, runtime, ledger, outbox, reconciler, channels)
     finally:

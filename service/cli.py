@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -54,7 +54,7 @@ def fail(message: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
-def run_async(ctx: typer.Context, fn: Callable[[Context], Awaitable[T]]) -> T:
+def run_async(ctx: typer.Context, fn: Callable[[Context], Coroutine[Any, Any, T]]) -> T:
     state: Context = ctx.obj
     try:
         return asyncio.run(fn(state))
@@ -68,7 +68,9 @@ def run_async(ctx: typer.Context, fn: Callable[[Context], Awaitable[T]]) -> T:
         raise
 
 
-async def with_ledger(state: Context, model: CampaignModel, fn: Callable[[Ledger], Awaitable[T]]) -> T:
+async def with_ledger(
+    state: Context, model: CampaignModel, fn: Callable[[Ledger], Awaitable[T]]
+) -> T:
     engine = create_engine(state.settings.db_url)
     try:
         await migrate(engine)
@@ -80,19 +82,38 @@ async def with_ledger(state: Context, model: CampaignModel, fn: Callable[[Ledger
 @app.callback()
 def main_options(
     ctx: typer.Context,
-    schedule: Annotated[Path | None, typer.Option(help="Schedule YAML [env SERVICE_SCHEDULE].")] = None,
-    contacts: Annotated[Path | None, typer.Option(help="Directory folder [env SERVICE_CONTACTS].")] = None,
-    templates: Annotated[Path | None, typer.Option(help="Templates folder [env SERVICE_TEMPLATES].")] = None,
-    channels: Annotated[Path | None, typer.Option(help="Channels YAML (SMTP/SMS) [env SERVICE_CHANNELS_FILE].")] = None,
-    state_dir: Annotated[Path | None, typer.Option(help="State folder [env SERVICE_STATE_DIR].")] = None,
+    schedule: Annotated[
+        Path | None, typer.Option(help="Schedule YAML [env SERVICE_SCHEDULE].")
+    ] = None,
+    contacts: Annotated[
+        Path | None, typer.Option(help="Directory folder [env SERVICE_CONTACTS].")
+    ] = None,
+    templates: Annotated[
+        Path | None, typer.Option(help="Templates folder [env SERVICE_TEMPLATES].")
+    ] = None,
+    channels: Annotated[
+        Path | None, typer.Option(help="Channels YAML (SMTP/SMS) [env SERVICE_CHANNELS_FILE].")
+    ] = None,
+    state_dir: Annotated[
+        Path | None, typer.Option(help="State folder [env SERVICE_STATE_DIR].")
+    ] = None,
     database_url: Annotated[
-        str | None, typer.Option(help="Database URL (default SQLite in the state folder) [env SERVICE_DATABASE_URL].")
+        str | None,
+        typer.Option(
+            help="Database URL (default SQLite in the state folder) [env SERVICE_DATABASE_URL]."
+        ),
     ] = None,
 ) -> None:
     overrides: dict[str, Any] = {
         k: v
-        for k, v in dict(schedule=schedule, contacts=contacts, templates=templates, channels_file=channels,
-                        state_dir=state_dir, database_url=database_url).items()
+        for k, v in {
+            "schedule": schedule,
+            "contacts": contacts,
+            "templates": templates,
+            "channels_file": channels,
+            "state_dir": state_dir,
+            "database_url": database_url,
+        }.items()
         if v is not None
     }
     ctx.obj = Context(Settings(**overrides), RealClock())
@@ -128,13 +149,23 @@ def calendar(ctx: typer.Context, json: Annotated[bool, typer.Option("--json")] =
             typer.echo(render.dump_json(payload))
             return
         rows = [
-            [o["due"], o["obligation"], o["period"], o["kind"], str(o["units_owing"]),
-             "—" if o["kind"] == "event" else f"{o['quota']['min']}/{o['quota']['target']}", "顺延/提前" if o["shifted"] else ""]
+            [
+                o["due"],
+                o["obligation"],
+                o["period"],
+                o["kind"],
+                str(o["units_owing"]),
+                "—" if o["kind"] == "event" else f"{o['quota']['min']}/{o['quota']['target']}",
+                "顺延/提前" if o["shifted"] else "",
+            ]
             for o in payload["occurrences"]
         ]
         render.console().print(
-            render.table(model.schedule.campaign.name,
-                         ["截止时间", "事项", "周期", "类型", "应报单位数", "最低/目标", "节假日调整"], rows)
+            render.table(
+                model.schedule.campaign.name,
+                ["截止时间", "事项", "周期", "类型", "应报单位数", "最低/目标", "节假日调整"],
+                rows,
+            )
         )
 
     run_async(ctx, go)
@@ -148,7 +179,9 @@ def submit(
     period: Annotated[str, typer.Option(help="Period key, e.g. 2023-W25 or 2023-07.")],
     count: Annotated[int, typer.Option(min=1)] = 1,
     at: Annotated[str | None, typer.Option(help="When it was submitted (ISO 8601).")] = None,
-    source: Annotated[str, typer.Option(help="admin | liaison-link | import | inbound-mail")] = "admin",
+    source: Annotated[
+        str, typer.Option(help="admin | liaison-link | import | inbound-mail")
+    ] = "admin",
     actor: Annotated[str, typer.Option(help="Who records it.")] = "cli",
 ) -> None:
     """Record a submission."""
@@ -211,7 +244,9 @@ def import_(
 @app.command()
 def status(
     ctx: typer.Context,
-    at: Annotated[str | None, typer.Option(help="Moment to evaluate (ISO 8601); default now.")] = None,
+    at: Annotated[
+        str | None, typer.Option(help="Moment to evaluate (ISO 8601); default now.")
+    ] = None,
     unit: Annotated[str | None, typer.Option(help="Only this unit.")] = None,
     json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
@@ -222,21 +257,32 @@ def status(
         if unit is not None and unit not in model.directory.units:
             raise LedgerError(f"--unit: unknown unit {unit!r}")
         moment = state.at(at, model)
-        counts = await with_ledger(state, model, lambda led: led.count_table(model.unit_index(), as_of=moment))
+        counts = await with_ledger(
+            state, model, lambda led: led.count_table(model.unit_index(), as_of=moment)
+        )
         rows = compute_status(model, counts, moment, [unit] if unit else None)
         payload = render.status_payload(model, rows, moment)
         if json:
             typer.echo(render.dump_json(payload))
             return
         table_rows = [
-            [r["unit_name"], r["obligation"], r["period"], r["due"], render.STATE_LABEL[r["state"]],
-             f"{r['count']}/{r['target']}"]
+            [
+                r["unit_name"],
+                r["obligation"],
+                r["period"],
+                r["due"],
+                render.STATE_LABEL[r["state"]],
+                f"{r['count']}/{r['target']}",
+            ]
             for r in payload["rows"]
         ]
         s = payload["summary"]
         render.console().print(
-            render.table(f"{model.schedule.campaign.name} — {payload['at']}",
-                         ["单位", "事项", "周期", "截止时间", "状态", "进度"], table_rows)
+            render.table(
+                f"{model.schedule.campaign.name} — {payload['at']}",
+                ["单位", "事项", "周期", "截止时间", "状态", "进度"],
+                table_rows,
+            )
         )
         typer.echo(f"已完成 {s['done']} · 待报送 {s['outstanding']} · 逾期 {s['overdue']}")
 
@@ -246,7 +292,9 @@ def status(
 @app.command()
 def overdue(
     ctx: typer.Context,
-    at: Annotated[str | None, typer.Option(help="Moment to evaluate (ISO 8601); default now.")] = None,
+    at: Annotated[
+        str | None, typer.Option(help="Moment to evaluate (ISO 8601); default now.")
+    ] = None,
     scope: Annotated[str | None, typer.Option(help="A unit id: only its subtree.")] = None,
     json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
@@ -257,8 +305,12 @@ def overdue(
         if scope is not None and scope not in model.directory.units:
             raise LedgerError(f"--scope: unknown unit {scope!r}")
         moment = state.at(at, model)
-        counts = await with_ledger(state, model, lambda led: led.count_table(model.unit_index(), as_of=moment))
-        payload = render.overdue_payload(model, overdue_in_scope(model, counts, moment, scope), moment, scope)
+        counts = await with_ledger(
+            state, model, lambda led: led.count_table(model.unit_index(), as_of=moment)
+        )
+        payload = render.overdue_payload(
+            model, overdue_in_scope(model, counts, moment, scope), moment, scope
+        )
         if json:
             typer.echo(render.dump_json(payload))
             return
@@ -266,9 +318,23 @@ def overdue(
         if not payload["obligations"]:
             typer.echo("没有逾期单位。")
         for group in payload["obligations"]:
-            rows = [[u["unit_name"], u["period"], u["due"], f"{u['count']}/{u['min']}", str(u["days_late"])]
-                    for u in group["units"]]
-            out.print(render.table(f"{group['title']}（{len(rows)}）", ["单位", "周期", "截止时间", "已报/最低", "逾期天数"], rows))
+            rows = [
+                [
+                    u["unit_name"],
+                    u["period"],
+                    u["due"],
+                    f"{u['count']}/{u['min']}",
+                    str(u["days_late"]),
+                ]
+                for u in group["units"]
+            ]
+            out.print(
+                render.table(
+                    f"{group['title']}（{len(rows)}）",
+                    ["单位", "周期", "截止时间", "已报/最低", "逾期天数"],
+                    rows,
+                )
+            )
 
     run_async(ctx, go)
 
@@ -291,8 +357,12 @@ def migrate_cmd(ctx: typer.Context) -> None:
 @app.command()
 def run(
     ctx: typer.Context,
-    virtual_from: Annotated[str | None, typer.Option(help="Replay on a virtual clock from this moment.")] = None,
-    until: Annotated[str | None, typer.Option(help="With --virtual-from: stop at this moment.")] = None,
+    virtual_from: Annotated[
+        str | None, typer.Option(help="Replay on a virtual clock from this moment.")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option(help="With --virtual-from: stop at this moment.")
+    ] = None,
     pace: Annotated[float, typer.Option(help="With --virtual-from: real seconds per step.")] = 0.0,
     tick: Annotated[int, typer.Option(help="Safety tick in seconds (real time).")] = 300,
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING")] = "INFO",
@@ -324,8 +394,10 @@ def run(
         async with open_app(state.settings, clock) as application:
             cycles = await run_virtual(application, clock, end, pace=step)
             counts = await application.outbox.status_counts()
-        typer.echo(f"virtual run {render.iso_local(start, model)} → {render.iso_local(end, model)}: "
-                   f"{cycles} cycles; messages by state: {counts}")
+        typer.echo(
+            f"virtual run {render.iso_local(start, model)} → {render.iso_local(end, model)}: "
+            f"{cycles} cycles; messages by state: {counts}"
+        )
 
     run_async(ctx, go)
 
@@ -336,7 +408,9 @@ def simulate(
     from_: Annotated[str, typer.Option("--from", help="Start of the replay (ISO 8601).")],
     to: Annotated[str, typer.Option("--to", help="End of the replay (ISO 8601).")],
     out: Annotated[Path, typer.Option(help="Output folder (outbox, messages.jsonl, database).")],
-    submissions: Annotated[Path | None, typer.Option(help="CSV unit,obligation,period,count,at.")] = None,
+    submissions: Annotated[
+        Path | None, typer.Option(help="CSV unit,obligation,period,count,at.")
+    ] = None,
 ) -> None:
     """Replay the campaign on a virtual clock, in seconds, into a file outbox."""
     from .logs import configure
@@ -346,8 +420,12 @@ def simulate(
 
     async def go(state: Context) -> None:
         model = state.model()
-        result = await run_simulation(state.settings, state.at(from_, model), state.at(to, model), out, submissions)
-        typer.echo(f"{result.cycles} cycles, {len(result.messages)} messages sent; states: {result.states}")
+        result = await run_simulation(
+            state.settings, state.at(from_, model), state.at(to, model), out, submissions
+        )
+        typer.echo(
+            f"{result.cycles} cycles, {len(result.messages)} messages sent; states: {result.states}"
+        )
         typer.echo(f"timeline: {out / 'messages.jsonl'}  outbox: {out / 'outbox'}")
 
     run_async(ctx, go)
@@ -367,26 +445,54 @@ def preview(
         runtime = Runtime.load(s.schedule, s.contacts, s.templates)
         model = runtime.model
         moment = state.at(at, model)
-        counts = await with_ledger(state, model, lambda led: led.count_table(model.unit_index(), as_of=moment))
+        counts = await with_ledger(
+            state, model, lambda led: led.count_table(model.unit_index(), as_of=moment)
+        )
         nxt = runtime.timeline.next_moment(moment)
         if nxt is None:
             typer.echo("活动已结束，不再发送任何消息。")
             return
         plan = runtime.planner.plan(counts, moment, nxt)
-        rows = [
-            {"at": render.iso_local(m.next_attempt_at, model), "kind": m.kind, "channel": m.channel,
-             "recipient": m.recipient_id, "obligation": m.obligation, "periods": list(m.periods),
-             "units": list(m.units), "status": m.status, "key": m.key,
-             "why": m.reason or _why(m.kind, m.step)}
+        rows: list[dict[str, Any]] = [
+            {
+                "at": render.iso_local(m.next_attempt_at, model),
+                "kind": m.kind,
+                "channel": m.channel,
+                "recipient": m.recipient_id,
+                "obligation": m.obligation,
+                "periods": list(m.periods),
+                "units": list(m.units),
+                "status": m.status,
+                "key": m.key,
+                "why": m.reason or _why(m.kind, m.step),
+            }
             for m in plan.messages
         ]
         if json:
-            typer.echo(render.dump_json({"campaign": model.key, "next": render.iso_local(nxt, model), "messages": rows}))
+            typer.echo(
+                render.dump_json(
+                    {"campaign": model.key, "next": render.iso_local(nxt, model), "messages": rows}
+                )
+            )
             return
         typer.echo(f"下一批：{render.iso_local(nxt, model)}，共 {len(rows)} 条")
-        render.console().print(render.table("", ["时间", "类型", "渠道", "收件人", "事项", "原因"], [
-            [r["at"], r["kind"], r["channel"], r["recipient"], ", ".join(r["periods"][:3]), r["why"]] for r in rows
-        ]))
+        render.console().print(
+            render.table(
+                "",
+                ["时间", "类型", "渠道", "收件人", "事项", "原因"],
+                [
+                    [
+                        r["at"],
+                        r["kind"],
+                        r["channel"],
+                        r["recipient"],
+                        ", ".join(r["periods"][:3]),
+                        r["why"],
+                    ]
+                    for r in rows
+                ],
+            )
+        )
 
     run_async(ctx, go)
 
@@ -404,7 +510,9 @@ def _why(kind: str, step: str) -> str:
 @app.command()
 def messages(
     ctx: typer.Context,
-    status_: Annotated[str | None, typer.Option("--status", help="pending|sending|sent|cancelled|stale|failed")] = None,
+    status_: Annotated[
+        str | None, typer.Option("--status", help="pending|sending|sent|cancelled|stale|failed")
+    ] = None,
     limit: Annotated[int, typer.Option()] = 50,
     json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
@@ -424,17 +532,47 @@ def messages(
             await engine.dispose()
         rows = rows[-limit:]
         if json:
-            typer.echo(render.dump_json({"counts": counts, "messages": [
-                {"key": r["idem_key"], "status": r["status"], "reason": r["reason"], "attempts": r["attempts"],
-                 "kind": r["kind"], "channel": r["channel"],
-                 "due": render.iso_local(r["due_at"], model),
-                 "sent_at": render.iso_local(r["sent_at"], model) if r["sent_at"] else None}
-                for r in rows]}))
+            typer.echo(
+                render.dump_json(
+                    {
+                        "counts": counts,
+                        "messages": [
+                            {
+                                "key": r["idem_key"],
+                                "status": r["status"],
+                                "reason": r["reason"],
+                                "attempts": r["attempts"],
+                                "kind": r["kind"],
+                                "channel": r["channel"],
+                                "due": render.iso_local(r["due_at"], model),
+                                "sent_at": render.iso_local(r["sent_at"], model)
+                                if r["sent_at"]
+                                else None,
+                            }
+                            for r in rows
+                        ],
+                    }
+                )
+            )
             return
         typer.echo(f"按状态统计：{counts}")
-        render.console().print(render.table("", ["状态", "计划时间", "类型", "渠道", "键", "原因"], [
-            [r["status"], render.iso_local(r["due_at"], model), r["kind"], r["channel"], r["idem_key"], r["reason"][:60]]
-            for r in rows]))
+        render.console().print(
+            render.table(
+                "",
+                ["状态", "计划时间", "类型", "渠道", "键", "原因"],
+                [
+                    [
+                        r["status"],
+                        render.iso_local(r["due_at"], model),
+                        r["kind"],
+                        r["channel"],
+                        r["idem_key"],
+                        r["reason"][:60],
+                    ]
+                    for r in rows
+                ],
+            )
+        )
 
     run_async(ctx, go)
 

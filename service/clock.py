@@ -30,7 +30,8 @@ class RealClock:
 
     async def sleep_until(self, moment: datetime) -> None:
         moment = ensure_aware(moment)
-        while (delay := (moment - self.now()).total_seconds()) > 0:
+        # Re-check the wall clock after each nap: it may jump (NTP, suspend).
+        while (delay := (moment - self.now()).total_seconds()) > 0:  # noqa: ASYNC110
             await asyncio.sleep(min(delay, 60.0))
 
 

@@ -28,8 +28,9 @@ class CycleResult:
 class Reconciler:
     """Owns the planning window and the dispatcher of one process."""
 
-    def __init__(self, runtime: Runtime, outbox: Outbox, ledger: Ledger, dispatcher: Dispatcher,
-                 clock: Clock) -> None:
+    def __init__(
+        self, runtime: Runtime, outbox: Outbox, ledger: Ledger, dispatcher: Dispatcher, clock: Clock
+    ) -> None:
         self.runtime = runtime
         self.outbox = outbox
         self.ledger = ledger
@@ -47,8 +48,10 @@ class Reconciler:
         since = await self.outbox.planned_through()
         end = self.runtime.timeline.end
         if since is None and now >= end:
-            log.warning("campaign ended before the service first ran; nothing planned",
-                        campaign=self.runtime.model.key)
+            log.warning(
+                "campaign ended before the service first ran; nothing planned",
+                campaign=self.runtime.model.key,
+            )
             return 0, 0
         counts = await self.ledger.count_table(self.runtime.unit_index, as_of=now)
         plan = self.runtime.planner.plan(counts, since, now)
@@ -62,14 +65,26 @@ class Reconciler:
             stats = await self.dispatcher.run()
             if new or stats.claimed:
                 at = self.clock.now().astimezone(self.runtime.model.schedule.campaign.tz)
-                log.info("cycle", at=at.isoformat(timespec="minutes"), reason=reason, new=new,
-                         sent=stats.sent, cancelled=stats.cancelled, stale=stats.stale,
-                         failed=stats.failed, retried=stats.retried, deferred=stats.deferred)
+                log.info(
+                    "cycle",
+                    at=at.isoformat(timespec="minutes"),
+                    reason=reason,
+                    new=new,
+                    sent=stats.sent,
+                    cancelled=stats.cancelled,
+                    stale=stats.stale,
+                    failed=stats.failed,
+                    retried=stats.retried,
+                    deferred=stats.deferred,
+                )
             return CycleResult(planned, new, stats)
 
     async def next_wake(self) -> datetime | None:
         """When something may next be due: a planned moment or a pending retry/wait."""
         now = self.clock.now()
-        candidates = [t for t in (self.runtime.timeline.next_moment(now),
-                                  await self.outbox.next_attempt_at()) if t is not None]
+        candidates = [
+            t
+            for t in (self.runtime.timeline.next_moment(now), await self.outbox.next_attempt_at())
+            if t is not None
+        ]
         return max(min(candidates), now) if candidates else None

@@ -36,7 +36,9 @@ def _fingerprint(paths: list[Path]) -> tuple[tuple[str, float], ...]:
 
 
 class Daemon:
-    def __init__(self, app: App, *, tick: timedelta = timedelta(minutes=5), grace: float = 20.0) -> None:
+    def __init__(
+        self, app: App, *, tick: timedelta = timedelta(minutes=5), grace: float = 20.0
+    ) -> None:
         self.app = app
         self.tick = tick
         self.grace = grace
@@ -58,8 +60,10 @@ class Daemon:
         try:
             self.app.reload()
         except ConfigError as exc:
-            log.error("reload refused; keeping the running configuration",
-                      problems=[str(p) for p in exc.problems])
+            log.error(
+                "reload refused; keeping the running configuration",
+                problems=[str(p) for p in exc.problems],
+            )
             return False
         log.info("configuration reloaded")
         self._schedule_digests()
@@ -76,8 +80,9 @@ class Daemon:
             log.exception("cycle failed; the next tick retries")
         wake = await self.app.reconciler.next_wake()
         if wake is not None and self._scheduler is not None and not self.stop.is_set():
-            self._scheduler.add_job(self._run, DateTrigger(wake), args=["wake"], id="wake",
-                                    replace_existing=True)
+            self._scheduler.add_job(
+                self._run, DateTrigger(wake), args=["wake"], id="wake", replace_existing=True
+            )
 
     async def _run(self, reason: str) -> None:
         task = asyncio.current_task()
@@ -97,8 +102,12 @@ class Daemon:
                 job.remove()
         for at in camp.digest.at:
             self._scheduler.add_job(
-                self._run, CronTrigger(hour=at.hour, minute=at.minute, timezone=camp.tz),
-                args=["digest"], id=f"digest-{at:%H%M}", replace_existing=True)
+                self._run,
+                CronTrigger(hour=at.hour, minute=at.minute, timezone=camp.tz),
+                args=["digest"],
+                id=f"digest-{at:%H%M}",
+                replace_existing=True,
+            )
 
     # -- real time ---------------------------------------------------------------------
     async def run(self) -> None:
@@ -113,11 +122,21 @@ class Daemon:
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
         )
         self._scheduler = scheduler
-        scheduler.add_job(self._run, "interval", seconds=self.tick.total_seconds(), args=["tick"],
-                          id="tick", next_run_time=datetime.now(tz))
+        scheduler.add_job(
+            self._run,
+            "interval",
+            seconds=self.tick.total_seconds(),
+            args=["tick"],
+            id="tick",
+            next_run_time=datetime.now(tz),
+        )
         self._schedule_digests()
         scheduler.start()
-        log.info("daemon started", campaign=self.app.runtime.model.key, worker=self.app.reconciler.dispatcher.worker)
+        log.info(
+            "daemon started",
+            campaign=self.app.runtime.model.key,
+            worker=self.app.reconciler.dispatcher.worker,
+        )
         try:
             await self.stop.wait()
         finally:
@@ -135,8 +154,13 @@ class Daemon:
     def _request_reload(self) -> None:
         self.reload_requested = True
         if self._scheduler is not None:
-            self._scheduler.add_job(self._run, DateTrigger(datetime.now(self.app.runtime.model.schedule.campaign.tz)),
-                                    args=["reload"], id="wake", replace_existing=True)
+            self._scheduler.add_job(
+                self._run,
+                DateTrigger(datetime.now(self.app.runtime.model.schedule.campaign.tz)),
+                args=["reload"],
+                id="wake",
+                replace_existing=True,
+            )
 
     async def _drain(self) -> None:
         task = self._cycle_task
@@ -150,9 +174,12 @@ class Daemon:
 
 
 async def run_virtual(
-    app: App, clock: VirtualClock, until: datetime,
+    app: App,
+    clock: VirtualClock,
+    until: datetime,
     pace: Callable[[datetime], Awaitable[None]] | None = None,
-    stop: asyncio.Event | None = None, max_cycles: int = 1_000_000,
+    stop: asyncio.Event | None = None,
+    max_cycles: int = 1_000_000,
 ) -> int:
     """Step the same cycle from one due moment to the next on a virtual clock."""
     cycles = 0

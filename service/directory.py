@@ -78,13 +78,17 @@ class Person:
             number = phonenumbers.parse(value, "CN")
         except phonenumbers.NumberParseException as exc:
             raise ValueError(f"not a phone number: {exc}") from None
-        if number.country_code != 86 or phonenumbers.number_type(number) not in (
-            phonenumbers.PhoneNumberType.MOBILE,
-            phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE,
-        ) or not phonenumbers.is_valid_number(number):
+        if (
+            number.country_code != 86
+            or phonenumbers.number_type(number)
+            not in (
+                phonenumbers.PhoneNumberType.MOBILE,
+                phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE,
+            )
+            or not phonenumbers.is_valid_number(number)
+        ):
             raise ValueError("not a valid mainland China mobile number")
         return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-
 
 
 @dataclass
@@ -139,9 +143,11 @@ def _records(path: Path) -> tuple[Any, Iterable[tuple[list[int | str], Locate, A
     doc = load_yaml(path)
     if not isinstance(doc, list):
         raise ConfigError([Problem(str(path), 1, "", "expected a list of records")])
-    return doc, [
-        ([i], (lambda f, i=i: line_of(doc, [i, f])), to_plain(r)) for i, r in enumerate(doc)
-    ]
+    return doc, [([i], _in_record(doc, i), to_plain(r)) for i, r in enumerate(doc)]
+
+
+def _in_record(doc: Any, index: int) -> Locate:
+    return lambda field: line_of(doc, [index, field])
 
 
 def _at_line(line: int) -> Locate:
@@ -174,7 +180,9 @@ def _find(folder: Path, stem: str) -> Path:
         candidate = folder / f"{stem}{suffix}"
         if candidate.exists():
             return candidate
-    raise ConfigError([Problem(str(folder / f"{stem}.csv"), None, "", "file not found (.csv, .yaml or .yml)")])
+    raise ConfigError(
+        [Problem(str(folder / f"{stem}.csv"), None, "", "file not found (.csv, .yaml or .yml)")]
+    )
 
 
 def load_directory(folder: Path) -> Directory:
@@ -191,10 +199,15 @@ def load_directory(folder: Path) -> Directory:
         units[unit.id] = unit
     for locate, unit in unit_rows:
         if unit.parent and unit.parent not in units:
-            problems.append(Problem(up, locate("parent"), "parent", f"unknown unit {unit.parent!r}"))
+            problems.append(
+                Problem(up, locate("parent"), "parent", f"unknown unit {unit.parent!r}")
+            )
     cyclic = _cyclic(units)
-    problems += [Problem(up, locate("parent"), "parent", f"unit {unit.id!r} is in a parent cycle")
-                 for locate, unit in unit_rows if unit.id in cyclic]
+    problems += [
+        Problem(up, locate("parent"), "parent", f"unit {unit.id!r} is in a parent cycle")
+        for locate, unit in unit_rows
+        if unit.id in cyclic
+    ]
     seen: set[str] = set()
     for locate, person in people_rows:
         if person.id in seen:
@@ -205,9 +218,13 @@ def load_directory(folder: Path) -> Directory:
         if person.scope and person.scope not in units:
             problems.append(Problem(pp, locate("scope"), "scope", f"unknown unit {person.scope!r}"))
         if person.role == "supervisor" and not person.scope:
-            problems.append(Problem(pp, locate("scope"), "scope", "a supervisor needs a scope (a unit id)"))
+            problems.append(
+                Problem(pp, locate("scope"), "scope", "a supervisor needs a scope (a unit id)")
+            )
         if not (person.email or person.mobile):
-            problems.append(Problem(pp, locate("email"), "email", "give an email or a mobile number"))
+            problems.append(
+                Problem(pp, locate("email"), "email", "give an email or a mobile number")
+            )
     if problems:
         raise ConfigError(problems)
     return Directory(units=units, people=[p for _, p in people_rows])
@@ -227,13 +244,17 @@ def _cyclic(units: dict[str, Unit]) -> set[str]:
     return out
 
 
-def check_selectors(directory: Directory, selectors: Iterable[tuple[str, Selector]]) -> list[Problem]:
+def check_selectors(
+    directory: Directory, selectors: Iterable[tuple[str, Selector]]
+) -> list[Problem]:
     """Selector ids must exist; a selector that matches nobody is almost always a typo."""
-    problems = []
+    problems: list[Problem] = []
     for where, sel in selectors:
-        for uid in [*sel.units, *sel.exclude]:
-            if uid not in directory.units:
-                problems.append(Problem(where, None, "who", f"unknown unit {uid!r}"))
+        problems.extend(
+            Problem(where, None, "who", f"unknown unit {uid!r}")
+            for uid in [*sel.units, *sel.exclude]
+            if uid not in directory.units
+        )
         if not directory.select(sel):
             problems.append(Problem(where, None, "who", "selects no unit of the directory"))
     return problems

@@ -12,7 +12,8 @@ import random
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, time as dtime, timedelta
+from datetime import datetime, timedelta
+from datetime import time as dtime
 from typing import Any
 
 import structlog
@@ -22,6 +23,7 @@ from .clock import Clock
 from .directory import Person
 from .messages import XLSX_MIME, digest_context, digest_csv, digest_rows, digest_xlsx, unit_context
 from .runtime import Runtime
+from .status import Counts
 from .steps import sms_window_open
 from .store.ledger import Ledger
 from .store.outbox import Claimed, Outbox
@@ -105,25 +107,33 @@ class Dispatcher:
             await self.outbox.release(pending, self.worker, self.clock.now())
         return stats
 
-    async def _process(self, msg: Claimed, counts: Mapping[tuple[str, str, str], int], now: datetime) -> str:
+    async def _process(self, msg: Claimed, counts: Counts, now: datetime) -> str:
         rt = self.runtime
         person = rt.person(msg.recipient_id)
         try:
             if person is None:
-                return await self._end(msg, now, "cancelled", "recipient is no longer in the directory")
+                return await self._end(
+                    msg, now, "cancelled", "recipient is no longer in the directory"
+                )
             if msg.expires_at is not None and now > msg.expires_at:
-                return await self._end(msg, now, "stale", f"expired at {msg.expires_at.isoformat()}")
+                return await self._end(
+                    msg, now, "stale", f"expired at {msg.expires_at.isoformat()}"
+                )
             if msg.channel == "sms":
                 verdict = await self._sms_gate(msg, person, now)
                 if verdict is not None:
                     return verdict
             ctx, attachments = self._context(msg, person, counts, now)
             if ctx is None:
-                return await self._end(msg, now, "cancelled", "reason disappeared: submitted meanwhile")
+                return await self._end(
+                    msg, now, "cancelled", "reason disappeared: submitted meanwhile"
+                )
             envelope = self._envelope(msg, person, ctx, attachments)
         except Exception as exc:  # a template or data bug must not leave the message claimed
             log.exception("message preparation failed", key=msg.key)
-            return await self._end(msg, now, "failed", f"internal error: {type(exc).__name__}: {exc}")
+            return await self._end(
+                msg, now, "failed", f"internal error: {type(exc).__name__}: {exc}"
+            )
         return await self._send(msg, envelope, now)
 
     async def _sms_gate(self, msg: Claimed, person: Person, now: datetime) -> str | None:
@@ -132,15 +142,26 @@ class Dispatcher:
         if opens > now:
             if msg.expires_at is not None and opens > msg.expires_at:
                 return await self._end(msg, now, "stale", "no SMS sending window before it expired")
-            await self.outbox.retry_later(msg, self.worker, now, opens, "waiting for the SMS sending window",
-                                          count_attempt=False, outcome="deferred")
+            await self.outbox.retry_later(
+                msg,
+                self.worker,
+                now,
+                opens,
+                "waiting for the SMS sending window",
+                count_attempt=False,
+                outcome="deferred",
+            )
             return "deferred"
         slot = (person.id, now.astimezone(camp.tz).date().isoformat())
         self._sms_today.setdefault(slot, 0)
         if self._sms_today[slot] >= camp.sms_daily_cap:
-            return await self._end(msg, now, "cancelled",
-                                   f"daily SMS cap reached ({camp.sms_daily_cap} per recipient); "
-                                   "the email copy carries the message")
+            return await self._end(
+                msg,
+                now,
+                "cancelled",
+                f"daily SMS cap reached ({camp.sms_daily_cap} per recipient); "
+                "the email copy carries the message",
+            )
         self._sms_today[slot] += 1  # reserve before the await so concurrent sends respect the cap
         return None
 
@@ -151,8 +172,9 @@ class Dispatcher:
         day = local.date().isoformat()
         if any(k[1] != day for k in self._sms_today):
             self._sms_today = {k: v for k, v in self._sms_today.items() if k[1] == day}
-        wanted = sorted({m.recipient_id for m in batch if m.channel == "sms"} -
-                        {k[0] for k in self._sms_today})
+        wanted = sorted(
+            {m.recipient_id for m in batch if m.channel == "sms"} - {k[0] for k in self._sms_today}
+        )
         if wanted:
             day_start = datetime.combine(local.date(), dtime(0), tzinfo=camp.tz)
             sent = await self.outbox.sms_sent_since(wanted, day_start)
@@ -160,40 +182,55 @@ class Dispatcher:
                 self._sms_today[(rid, day)] = sent.get(rid, 0)
 
     def _context(
-        self, msg: Claimed, person: Person, counts: Mapping[tuple[str, str, str], int], now: datetime
+        self, msg: Claimed, person: Person, counts: Counts, now: datetime
     ) -> tuple[dict[str, Any] | None, tuple[Attachment, ...]]:
         rt = self.runtime
         model = rt.model
         if msg.kind == "digest":
-            rows = digest_rows(model, rt.still_overdue(msg.units, msg.periods, msg.due_at, counts), counts, now)
+            rows = digest_rows(
+                model, rt.still_overdue(msg.units, msg.periods, msg.due_at, counts), counts, now
+            )
             if not rows:
                 return None, ()
             kind = model.schedule.campaign.digest.attachment
             if msg.channel != "email" or kind == "none":
                 return digest_context(model, person, rows, now), ()
             stamp = now.astimezone(model.schedule.campaign.tz).strftime("%Y%m%d")
-            att = (Attachment(f"逾期名单{stamp}.xlsx", digest_xlsx(rows), XLSX_MIME) if kind == "xlsx"
-                   else Attachment(f"逾期名单{stamp}.csv", digest_csv(rows), "text/csv"))
+            att = (
+                Attachment(f"逾期名单{stamp}.xlsx", digest_xlsx(rows), XLSX_MIME)
+                if kind == "xlsx"
+                else Attachment(f"逾期名单{stamp}.csv", digest_csv(rows), "text/csv")
+            )
             return digest_context(model, person, rows, now), (att,)
         unit = msg.units[0]
         occs = [o for k in msg.periods if (o := rt.occurrence(k)) is not None]
         if unit not in model.directory.units or not occs:
             return None, ()
         if msg.kind != "notice":
-            occs = [o for o in occs if counts.get((unit, o.obligation, o.period), 0) < o.quota_min
-                    and unit in model.owers[o.obligation]]
+            occs = [
+                o
+                for o in occs
+                if counts.get((unit, o.obligation, o.period), 0) < o.quota_min
+                and unit in model.owers[o.obligation]
+            ]
             if not occs:
                 return None, ()
         return unit_context(model, person, msg.kind, unit, occs, counts, now), ()
 
-    def _envelope(self, msg: Claimed, person: Person, ctx: dict[str, Any],
-                  attachments: tuple[Attachment, ...]) -> Envelope:
+    def _envelope(
+        self, msg: Claimed, person: Person, ctx: dict[str, Any], attachments: tuple[Attachment, ...]
+    ) -> Envelope:
         rendered = self.runtime.templates.render(msg.kind, msg.channel, ctx)
         address = (person.email if msg.channel == "email" else person.mobile) or msg.address
         return Envelope(
-            key=msg.key, channel=msg.channel,  # type: ignore[arg-type]
-            recipient_name=person.name, address=address, subject=rendered.subject,
-            text=rendered.text, html=rendered.html, attachments=attachments,
+            key=msg.key,
+            channel=msg.channel,  # type: ignore[arg-type]
+            recipient_name=person.name,
+            address=address,
+            subject=rendered.subject,
+            text=rendered.text,
+            html=rendered.html,
+            attachments=attachments,
             sms_template=msg.kind if msg.channel == "sms" else None,
             sms_params=rendered.sms_params or {},
         )
@@ -208,31 +245,70 @@ class Dispatcher:
         except DeliveryError as exc:
             ms = int((time.perf_counter() - started) * 1000)
             error = f"{type(exc).__name__}: {exc}" + (f" [{exc.code}]" if exc.code else "")
-            log.warning("send failed", key=msg.key, to=mask_address(envelope.address),
-                        permanent=exc.permanent, error=error)
+            log.warning(
+                "send failed",
+                key=msg.key,
+                to=mask_address(envelope.address),
+                permanent=exc.permanent,
+                error=error,
+            )
             if exc.permanent:
-                return await self._end(msg, now, "failed", error, outcome="permanent", duration_ms=ms)
+                return await self._end(
+                    msg, now, "failed", error, outcome="permanent", duration_ms=ms
+                )
             attempts = msg.attempts + 1
             if attempts >= self.policy.max_attempts:
-                return await self._end(msg, now, "failed",
-                                       f"gave up after {attempts} attempts; last error: {error}",
-                                       outcome="transient", duration_ms=ms)
+                return await self._end(
+                    msg,
+                    now,
+                    "failed",
+                    f"gave up after {attempts} attempts; last error: {error}",
+                    outcome="transient",
+                    duration_ms=ms,
+                )
             delay = self.policy.delay(attempts, self.rng, exc.retry_after)
-            ok = await self.outbox.retry_later(msg, self.worker, now, now + timedelta(seconds=delay), error,
-                                               duration_ms=ms)
+            ok = await self.outbox.retry_later(
+                msg, self.worker, now, now + timedelta(seconds=delay), error, duration_ms=ms
+            )
             return "retried" if ok else "lost_lease"
         ms = int((time.perf_counter() - started) * 1000)
-        ok = await self.outbox.finish(msg, self.worker, self.clock.now(), "sent", "", "sent",
-                                      provider_id=result.provider_id, subject=envelope.subject,
-                                      body=envelope.text, duration_ms=ms)
+        ok = await self.outbox.finish(
+            msg,
+            self.worker,
+            self.clock.now(),
+            "sent",
+            "",
+            "sent",
+            provider_id=result.provider_id,
+            subject=envelope.subject,
+            body=envelope.text,
+            duration_ms=ms,
+        )
         if not ok:
-            log.error("sent but lease lost: another worker may resend (same Message-ID)", key=msg.key)
+            log.error(
+                "sent but lease lost: another worker may resend (same Message-ID)", key=msg.key
+            )
             return "lost_lease"
         log.debug("sent", key=msg.key, channel=msg.channel, to=mask_address(envelope.address))
         return "sent"
 
-    async def _end(self, msg: Claimed, now: datetime, status: str, reason: str,
-                   outcome: str | None = None, duration_ms: int = 0) -> str:
-        ok = await self.outbox.finish(msg, self.worker, now, status, reason, outcome or status,
-                                      error=reason if status != "sent" else "", duration_ms=duration_ms)
+    async def _end(
+        self,
+        msg: Claimed,
+        now: datetime,
+        status: str,
+        reason: str,
+        outcome: str | None = None,
+        duration_ms: int = 0,
+    ) -> str:
+        ok = await self.outbox.finish(
+            msg,
+            self.worker,
+            now,
+            status,
+            reason,
+            outcome or status,
+            error=reason if status != "sent" else "",
+            duration_ms=duration_ms,
+        )
         return status if ok else "lost_lease"

@@ -13,7 +13,11 @@ def configure(level: str = "INFO", json: bool = False) -> None:
     # httpx logs full request URLs; Aliyun puts phone numbers and key ids in the query.
     for name in ("httpx", "httpcore", "aiosqlite", "asyncio"):
         logging.getLogger(name).setLevel(max(numeric, logging.WARNING))
-    renderer = structlog.processors.JSONRenderer(ensure_ascii=False) if json else structlog.dev.ConsoleRenderer(colors=False)
+    renderer = (
+        structlog.processors.JSONRenderer(ensure_ascii=False)
+        if json
+        else structlog.dev.ConsoleRenderer(colors=False)
+    )
     structlog.configure(
         processors=[
             structlog.processors.add_log_level,

@@ -68,13 +68,20 @@ def base_context(model: CampaignModel, person: Person, kind: str, now: datetime)
 
 
 def unit_context(
-    model: CampaignModel, person: Person, kind: str, unit: str,
-    occurrences: Iterable[Occurrence], counts: Counts, now: datetime,
+    model: CampaignModel,
+    person: Person,
+    kind: str,
+    unit: str,
+    occurrences: Iterable[Occurrence],
+    counts: Counts,
+    now: datetime,
 ) -> dict[str, Any]:
     ctx = base_context(model, person, kind, now)
     ctx["unit"] = {"id": unit, "name": model.directory.units[unit].name}
     occs = list(occurrences)
-    ctx["items"] = [item(model, o, counts.get((unit, o.obligation, o.period), 0), now) for o in occs]
+    ctx["items"] = [
+        item(model, o, counts.get((unit, o.obligation, o.period), 0), now) for o in occs
+    ]
     if kind == "notice":
         occ = occs[0]
         ob = model.schedule.obligation(occ.obligation)
@@ -98,17 +105,19 @@ def digest_rows(
         if occ is None:
             continue
         count = counts.get((unit, obligation, period), 0)
-        rows.append({
-            "obligation": obligation,
-            "title": model.schedule.obligation(obligation).title,
-            "unit": unit,
-            "unit_name": model.directory.units[unit].name,
-            "period": period,
-            "period_label": period_label(occ),
-            "due": moment_label(occ.due_at, model),
-            "days_late": max(0, (now - occ.due_at).days),
-            "progress": f"{count}/{occ.quota_min}",
-        })
+        rows.append(
+            {
+                "obligation": obligation,
+                "title": model.schedule.obligation(obligation).title,
+                "unit": unit,
+                "unit_name": model.directory.units[unit].name,
+                "period": period,
+                "period_label": period_label(occ),
+                "due": moment_label(occ.due_at, model),
+                "days_late": max(0, (now - occ.due_at).days),
+                "progress": f"{count}/{occ.quota_min}",
+            }
+        )
     rows.sort(key=lambda r: (r["obligation"], r["period"], r["unit"]))
     return rows
 
@@ -119,7 +128,9 @@ def digest_context(
     ctx = base_context(model, person, "digest", now)
     groups: dict[str, dict[str, Any]] = {}
     for row in rows:
-        groups.setdefault(row["obligation"], {"title": row["title"], "rows": []})["rows"].append(row)
+        groups.setdefault(row["obligation"], {"title": row["title"], "rows": []})["rows"].append(
+            row
+        )
     scope = model.directory.units[person.scope or ""]
     ctx["digest"] = {
         "scope_name": scope.name,
@@ -135,8 +146,18 @@ HEADER = ("事项", "单位", "单位编码", "周期", "截止时间", "逾期�
 
 
 def _table(rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
-    return [(r["title"], r["unit_name"], r["unit"], r["period_label"] or r["period"], r["due"],
-             r["days_late"], r["progress"]) for r in rows]
+    return [
+        (
+            r["title"],
+            r["unit_name"],
+            r["unit"],
+            r["period_label"] or r["period"],
+            r["due"],
+            r["days_late"],
+            r["progress"],
+        )
+        for r in rows
+    ]
 
 
 def digest_csv(rows: list[dict[str, Any]]) -> bytes:
@@ -174,9 +195,13 @@ def sample_contexts(model: CampaignModel) -> list[tuple[str, dict[str, Any]]]:
         occ = max(subs, key=lambda o: o.quota_goal)
         unit = model.owers[occ.obligation][0]
         now = occ.due_at
-        for kind in ("reminder", "overdue", "escalation"):
-            out.append((kind, unit_context(model, person, kind, unit, [occ, subs[0]], {}, now)))
-        rows = digest_rows(model, [(u, o.key) for o in subs[:3] for u in model.owers[o.obligation][:3]], {}, now)
+        out.extend(
+            (kind, unit_context(model, person, kind, unit, [occ, subs[0]], {}, now))
+            for kind in ("reminder", "overdue", "escalation")
+        )
+        rows = digest_rows(
+            model, [(u, o.key) for o in subs[:3] for u in model.owers[o.obligation][:3]], {}, now
+        )
         if supervisor.scope:
             out.append(("digest", digest_context(model, supervisor, rows, now)))
     if events:

@@ -41,8 +41,13 @@ class CampaignModel:
         return [o for o in self.occurrences if o.kind != "event"]
 
 
-def build_model(schedule: Schedule, directory: Directory, source: str = "schedule") -> CampaignModel:
-    selectors = [(f"{source}: obligations[{i}] ({ob.key})", ob.who) for i, ob in enumerate(schedule.obligations)]
+def build_model(
+    schedule: Schedule, directory: Directory, source: str = "schedule"
+) -> CampaignModel:
+    selectors = [
+        (f"{source}: obligations[{i}] ({ob.key})", ob.who)
+        for i, ob in enumerate(schedule.obligations)
+    ]
     problems = check_selectors(directory, selectors)
     for person in directory.supervisors():
         if person.scope and person.scope not in directory.units:

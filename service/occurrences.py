@@ -65,13 +65,13 @@ def expand(schedule: Schedule, ob: Obligation, cal: WorkdayCalendar) -> list[Occ
     """Every occurrence of one obligation, in due order."""
     camp = schedule.campaign
     tz = camp.tz
-    due_time: time = ob.recurrence.at if isinstance(ob.recurrence, Event) else (
-        ob.due_time or camp.due_time
+    due_time: time = (
+        ob.recurrence.at if isinstance(ob.recurrence, Event) else (ob.due_time or camp.due_time)
     )
     out = []
     for period, nominal, period_start in _nominal_dates(ob):
-        due_date = nominal if isinstance(ob.recurrence, Event) else cal.apply(
-            nominal, ob.holiday_policy
+        due_date = (
+            nominal if isinstance(ob.recurrence, Event) else cal.apply(nominal, ob.holiday_policy)
         )
         opens = max(period_start, camp.start)
         out.append(

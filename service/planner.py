@@ -9,7 +9,6 @@ processes) and inserting with ON CONFLICT DO NOTHING changes nothing.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -72,26 +71,32 @@ class Planner:
             plan.messages += self.digest_messages(slot, counts, now)
         return plan
 
-    def _finalise(self, key: str, step_kind: Kind, moment: datetime, expires: datetime,
-                  channel: str, now: datetime, **rest: object) -> PlannedMessage:
+    def _timing(
+        self, moment: datetime, expires: datetime, channel: str, now: datetime
+    ) -> tuple[datetime, str, str]:
+        """(next attempt, status, reason): SMS waits for its window; late plans are stale."""
         next_at = moment
-        status, reason = "pending", ""
         if channel == "sms":
-            next_at = sms_window_open(moment, self._camp.sending_window, self.model.calendar, self._camp.tz)
-        if now > expires:
-            status, reason = "stale", (
-                f"planned at {now.isoformat()}, after it stopped making sense "
-                f"({expires.isoformat()}); the service was not running at {moment.isoformat()}"
+            next_at = sms_window_open(
+                moment, self._camp.sending_window, self.model.calendar, self._camp.tz
             )
-        elif next_at > expires:
-            status, reason = "stale", "no SMS sending window before it stops making sense"
-        return PlannedMessage(key=key, kind=step_kind, due_at=moment, next_attempt_at=next_at,
-                              expires_at=expires, channel=channel, status=status, reason=reason,
-                              **rest)  # type: ignore[arg-type]
+        if now > expires:
+            return (
+                next_at,
+                "stale",
+                (
+                    f"planned at {now.isoformat()}, after it stopped making sense "
+                    f"({expires.isoformat()}); the service was not running at {moment.isoformat()}"
+                ),
+            )
+        if next_at > expires:
+            return next_at, "stale", "no SMS sending window before it stops making sense"
+        return next_at, "pending", ""
 
     def outstanding(self, step: Step, unit: str, counts: Counts) -> tuple[str, ...]:
         return tuple(
-            o.key for o in step.occurrences
+            o.key
+            for o in step.occurrences
             if counts.get((unit, o.obligation, o.period), 0) < o.quota_min
         )
 
@@ -112,15 +117,35 @@ class Planner:
                     address = _address(person, channel)
                     if address is None:
                         continue
-                    key = f"{camp}/{step.obligation}/{group}/{unit}/{step.name}/{person.id}/{channel}"
-                    out.append(self._finalise(
-                        key, step.kind, step.moment, step.expires_at, channel, now,
-                        step=step.name, obligation=step.obligation, periods=about,
-                        units=(unit,), recipient_id=person.id, address=address,
-                    ))
+                    key = (
+                        f"{camp}/{step.obligation}/{group}/{unit}/{step.name}/{person.id}/{channel}"
+                    )
+                    next_at, status, reason = self._timing(
+                        step.moment, step.expires_at, channel, now
+                    )
+                    out.append(
+                        PlannedMessage(
+                            key=key,
+                            kind=step.kind,
+                            step=step.name,
+                            obligation=step.obligation,
+                            periods=about,
+                            units=(unit,),
+                            recipient_id=person.id,
+                            channel=channel,
+                            address=address,
+                            due_at=step.moment,
+                            next_attempt_at=next_at,
+                            expires_at=step.expires_at,
+                            status=status,
+                            reason=reason,
+                        )
+                    )
         return out
 
-    def overdue_for_digest(self, slot: datetime, counts: Counts) -> dict[str, list[tuple[str, str]]]:
+    def overdue_for_digest(
+        self, slot: datetime, counts: Counts
+    ) -> dict[str, list[tuple[str, str]]]:
         """Scope unit -> [(unit, occurrence key)] overdue and past the supervisors' gate."""
         by_scope: dict[str, list[tuple[str, str]]] = defaultdict(list)
         for gate in self.timeline.gates:
@@ -133,7 +158,9 @@ class Planner:
                         by_scope[ancestor].append((unit, occ.key))
         return by_scope
 
-    def digest_messages(self, slot: datetime, counts: Counts, now: datetime) -> list[PlannedMessage]:
+    def digest_messages(
+        self, slot: datetime, counts: Counts, now: datetime
+    ) -> list[PlannedMessage]:
         spec = self._camp.digest
         by_scope = self.overdue_for_digest(slot, counts)
         nxt = self.timeline.next_slot_after(slot)
@@ -151,12 +178,23 @@ class Planner:
                 if address is None:
                     continue
                 key = f"{self._camp.key}/digest/{stamp}/{person.scope}/digest/{person.id}/{channel}"
-                out.append(self._finalise(
-                    key, "digest", slot, expires, channel, now, step="digest", obligation=None,
-                    periods=periods, units=units, recipient_id=person.id, address=address,
-                ))
+                next_at, status, reason = self._timing(slot, expires, channel, now)
+                out.append(
+                    PlannedMessage(
+                        key=key,
+                        kind="digest",
+                        step="digest",
+                        obligation=None,
+                        periods=periods,
+                        units=units,
+                        recipient_id=person.id,
+                        channel=channel,
+                        address=address,
+                        due_at=slot,
+                        next_attempt_at=next_at,
+                        expires_at=expires,
+                        status=status,
+                        reason=reason,
+                    )
+                )
         return out
-
-
-def counts_view(counts: Mapping[tuple[str, str, str], int]) -> Counts:
-    return counts

@@ -86,7 +86,11 @@ def overdue_payload(
                 "title": titles[key],
                 "units": [
                     {
-                        **{k: v for k, v in status_row(st, model).items() if k not in ("obligation", "state")},
+                        **{
+                            k: v
+                            for k, v in status_row(st, model).items()
+                            if k not in ("obligation", "state")
+                        },
                         "days_late": (at - st.occurrence.due_at).days,
                     }
                     for st in items

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -11,6 +11,7 @@ from .directory import Person
 from .model import CampaignModel, load_model
 from .occurrences import Occurrence
 from .planner import Planner
+from .status import Counts
 from .steps import Timeline
 from .templates import Templates, check_templates
 
@@ -32,7 +33,9 @@ class Runtime:
         self.unit_index = self.model.unit_index()
         self._gates = {}
         for gate in self.timeline.gates:
-            self._gates[gate.occurrence.key] = min(gate.moment, self._gates.get(gate.occurrence.key, gate.moment))
+            self._gates[gate.occurrence.key] = min(
+                gate.moment, self._gates.get(gate.occurrence.key, gate.moment)
+            )
 
     @classmethod
     def load(cls, schedule: Path, contacts: Path, templates: Path) -> Runtime:
@@ -48,8 +51,11 @@ class Runtime:
         return self.model.occurrence(obligation, period)
 
     def still_overdue(
-        self, units: Iterable[str], occurrence_keys: Iterable[str], slot: datetime,
-        counts: Mapping[tuple[str, str, str], int],
+        self,
+        units: Iterable[str],
+        occurrence_keys: Iterable[str],
+        slot: datetime,
+        counts: Counts,
     ) -> list[tuple[str, str]]:
         """Of a digest's units × occurrences, those still owed, late, and past the gate."""
         out = []

@@ -251,7 +251,6 @@ class Schedule(Strict):
     campaign: Campaign
     obligations: list[Obligation]
 
-
     def campaign_end_moment(self) -> datetime:
         """The first instant after the campaign's last day."""
         camp = self.campaign
@@ -277,7 +276,9 @@ def parse_schedule(path: Path, text: str | None = None) -> Schedule:
     """Load and validate a schedule; every problem names the file, line and field."""
     doc = load_yaml(path, text)
     if not isinstance(doc, dict):
-        raise ConfigError([Problem(str(path), 1, "", "expected a mapping with campaign and obligations")])
+        raise ConfigError(
+            [Problem(str(path), 1, "", "expected a mapping with campaign and obligations")]
+        )
     try:
         # Top-level "x-" keys hold YAML anchors shared by obligations (as in Compose files).
         plain = {k: v for k, v in to_plain(doc).items() if not k.startswith("x-")}
@@ -294,7 +295,9 @@ def _recurrence_span(rec: Once | Weekly | Monthly | Event) -> tuple[date, date]:
     if isinstance(rec, Weekly):
         return rec.start, rec.end
     if isinstance(rec, Monthly):
-        return date(int(rec.start[:4]), int(rec.start[5:]), 1), date(int(rec.end[:4]), int(rec.end[5:]), 1)
+        return date(int(rec.start[:4]), int(rec.start[5:]), 1), date(
+            int(rec.end[:4]), int(rec.end[5:]), 1
+        )
     return rec.date, rec.date
 
 
@@ -307,8 +310,14 @@ def _semantic_problems(schedule: Schedule, doc: Any, path: str) -> list[Problem]
     seen: set[str] = set()
     for index, ob in enumerate(schedule.obligations):
         if ob.key in seen:
-            problems.append(Problem(path, line_of(doc, ["obligations", index, "key"]),
-                                    f"obligations[{index}].key", f"obligation key {ob.key!r} is used twice"))
+            problems.append(
+                Problem(
+                    path,
+                    line_of(doc, ["obligations", index, "key"]),
+                    f"obligations[{index}].key",
+                    f"obligation key {ob.key!r} is used twice",
+                )
+            )
         seen.add(ob.key)
     # The whole campaign must be covered by holiday data (or own_years), whatever the
     # holiday policies, because reminders and escalations count working days.
@@ -317,8 +326,10 @@ def _semantic_problems(schedule: Schedule, doc: Any, path: str) -> list[Problem]
         try:
             cal.is_workday(day)
         except ConfigError as exc:
-            problems += [Problem(path, line_of(doc, ["campaign", "end"]), "campaign.workdays", p.message)
-                         for p in exc.problems]
+            problems += [
+                Problem(path, line_of(doc, ["campaign", "end"]), "campaign.workdays", p.message)
+                for p in exc.problems
+            ]
             return problems
     month_start = camp.start.replace(day=1)
     for index, ob in enumerate(schedule.obligations):
@@ -326,8 +337,14 @@ def _semantic_problems(schedule: Schedule, doc: Any, path: str) -> list[Problem]
         line = line_of(doc, ["obligations", index, "recurrence"])
         first, last = _recurrence_span(ob.recurrence)
         if first < month_start or last > camp.end:
-            problems.append(Problem(path, line, where,
-                                    f"dates {first}..{last} fall outside the campaign {camp.start}..{camp.end}"))
+            problems.append(
+                Problem(
+                    path,
+                    line,
+                    where,
+                    f"dates {first}..{last} fall outside the campaign {camp.start}..{camp.end}",
+                )
+            )
             continue
         try:
             occurrences = expand(schedule, ob, cal)
@@ -335,8 +352,12 @@ def _semantic_problems(schedule: Schedule, doc: Any, path: str) -> list[Problem]
             problems += [Problem(path, line, where, p.message) for p in exc.problems]
             continue
         problems += [
-            Problem(path, line, where, f"{occ.key} is due {occ.due_date}, outside the campaign "
-                                       f"{camp.start}..{camp.end}")
+            Problem(
+                path,
+                line,
+                where,
+                f"{occ.key} is due {occ.due_date}, outside the campaign {camp.start}..{camp.end}",
+            )
             for occ in occurrences
             if not camp.start <= occ.due_date <= camp.end
         ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 from dataclasses import dataclass
@@ -16,6 +17,16 @@ from .daemon import run_virtual
 from .submissions import load_submissions_csv
 
 
+def _prepare(out: Path) -> Path:
+    """A replay starts from nothing: the folder is the simulation's own output."""
+    out.mkdir(parents=True, exist_ok=True)
+    db = out / "simulation.db"
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    shutil.rmtree(out / "outbox", ignore_errors=True)
+    return db
+
+
 @dataclass
 class SimulationResult:
     cycles: int
@@ -24,21 +35,24 @@ class SimulationResult:
 
 
 async def simulate(
-    settings: Settings, start: datetime, end: datetime, out: Path,
-    submissions: Path | None = None, max_cycles: int = 1_000_000,
+    settings: Settings,
+    start: datetime,
+    end: datetime,
+    out: Path,
+    submissions: Path | None = None,
+    max_cycles: int = 1_000_000,
 ) -> SimulationResult:
     """Step the clock from one due moment to the next and run a cycle at each."""
-    out.mkdir(parents=True, exist_ok=True)
-    db = out / "simulation.db"
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{db}{suffix}").unlink(missing_ok=True)
-    # A replay starts from nothing: the folder is the simulation's own output.
-    shutil.rmtree(out / "outbox", ignore_errors=True)
-    settings = settings.model_copy(update={"state_dir": out, "database_url": f"sqlite+aiosqlite:///{db}"})
+    db = await asyncio.to_thread(_prepare, out)
+    settings = settings.model_copy(
+        update={"state_dir": out, "database_url": f"sqlite+aiosqlite:///{db}"}
+    )
     clock = VirtualClock(start)
     async with open_app(settings, clock, worker="simulator", durable_outbox=False) as app:
         if submissions is not None:
-            await app.ledger.record(load_submissions_csv(submissions, app.runtime.model), "simulate")
+            await app.ledger.record(
+                load_submissions_csv(submissions, app.runtime.model), "simulate"
+            )
         cycles = await run_virtual(app, clock, end, max_cycles=max_cycles)
         counts = await app.outbox.status_counts()
         rows = await app.outbox.rows(status="sent")
@@ -53,9 +67,13 @@ async def simulate(
                 "channel": r["channel"],
                 "to": r["address"],
                 "recipient": r["recipient_id"],
-                "recipient_name": people[r["recipient_id"]].name if r["recipient_id"] in people else "",
+                "recipient_name": people[r["recipient_id"]].name
+                if r["recipient_id"] in people
+                else "",
                 "obligation": r["obligation"],
-                "period": "+".join(k.partition("@")[2] for k in r["periods"]) if r["obligation"] else None,
+                "period": "+".join(k.partition("@")[2] for k in r["periods"])
+                if r["obligation"]
+                else None,
                 "periods": list(r["periods"]),
                 "units": list(r["units"]),
                 "subject": r["subject"],
@@ -70,6 +88,16 @@ async def simulate(
         all_rows = await app.outbox.rows()
         with (out / "outbox-states.jsonl").open("w", encoding="utf-8") as fh:
             for r in all_rows:
-                fh.write(json.dumps({"key": r["idem_key"], "status": r["status"], "reason": r["reason"],
-                                     "attempts": r["attempts"]}, ensure_ascii=False) + "\n")
+                fh.write(
+                    json.dumps(
+                        {
+                            "key": r["idem_key"],
+                            "status": r["status"],
+                            "reason": r["reason"],
+                            "attempts": r["attempts"],
+                        },
+                        ensure_ascii=False,
+                    )
+                    + "\n"
+                )
     return SimulationResult(cycles, counts, messages)

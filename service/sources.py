@@ -29,7 +29,9 @@ MAX_CSV_BYTES = 512 * 1024 * 1024  # a national directory is ~30 MB
 def read_text(path: Path, limit: int = MAX_YAML_BYTES) -> str:
     try:
         if path.stat().st_size > limit:
-            raise ConfigError([Problem(str(path), None, "", f"file is larger than {limit // 2**20} MB")])
+            raise ConfigError(
+                [Problem(str(path), None, "", f"file is larger than {limit // 2**20} MB")]
+            )
         return path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise ConfigError([Problem(str(path), None, "", "file not found")]) from None
@@ -81,7 +83,9 @@ def _check_size(doc: Any, path: Path) -> None:
         node = stack.pop()
         seen += 1
         if seen > MAX_NODES:
-            raise ConfigError([Problem(str(path), None, "", f"more than {MAX_NODES} values (alias expansion?)")])
+            raise ConfigError(
+                [Problem(str(path), None, "", f"more than {MAX_NODES} values (alias expansion?)")]
+            )
         if isinstance(node, dict):
             stack.extend(node.values())
         elif isinstance(node, list):
@@ -164,7 +168,10 @@ def iter_csv(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
                 )
             if not any((v or "").strip() for v in row.values()):
                 continue
-            yield reader.line_num, {k.strip(): sys.intern((v or "").strip()) for k, v in row.items()}
+            yield (
+                reader.line_num,
+                {k.strip(): sys.intern((v or "").strip()) for k, v in row.items()},
+            )
     except csv.Error as exc:
         raise ConfigError([Problem(str(path), reader.line_num, "", f"CSV: {exc}")]) from None
 

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Literal, Protocol
 
 from .model import CampaignModel
 from .occurrences import Occurrence
 
 State = Literal["done", "outstanding", "overdue"]
-Counts = Mapping[tuple[str, str, str], int]  # (unit, obligation, period) -> count
+
+
+class Counts(Protocol):
+    """Submission counts keyed by (unit, obligation, period): a dict or a CountTable."""
+
+    def get(self, key: tuple[str, str, str], default: int, /) -> int: ...
 
 
 @dataclass(frozen=True)

@@ -79,9 +79,16 @@ def build_steps(model: CampaignModel) -> tuple[list[Step], list[DigestGate]]:
                 continue  # a "reminder" after the deadline is an escalation's job
             kind: Kind = "notice" if ob.is_event else "reminder"
             steps.append(
-                Step(kind, f"{kind}{i + 1}-{rem.days}{rem.count[0]}d", moment,
-                     min(first.due_at, end), "liaison",
-                     tuple(rem.channels or default_channels), ob.key, group)
+                Step(
+                    kind,
+                    f"{kind}{i + 1}-{rem.days}{rem.count[0]}d",
+                    moment,
+                    min(first.due_at, end),
+                    "liaison",
+                    tuple(rem.channels or default_channels),
+                    ob.key,
+                    group,
+                )
             )
         for i, esc in enumerate(ob.escalation):
             day = _shift(cal, first.due_date, esc.after_days, esc.count)
@@ -93,8 +100,16 @@ def build_steps(model: CampaignModel) -> tuple[list[Step], list[DigestGate]]:
                 continue
             kind = "overdue" if esc.notify == "liaison" else "escalation"
             steps.append(
-                Step(kind, f"{kind}{i + 1}-{esc.after_days}{esc.count[0]}d", moment, end,
-                     esc.notify, tuple(esc.channels or default_channels), ob.key, group)
+                Step(
+                    kind,
+                    f"{kind}{i + 1}-{esc.after_days}{esc.count[0]}d",
+                    moment,
+                    end,
+                    esc.notify,
+                    tuple(esc.channels or default_channels),
+                    ob.key,
+                    group,
+                )
             )
     steps.sort(key=lambda s: (s.moment, s.obligation, s.name))
     return steps, gates
@@ -112,7 +127,9 @@ def digest_slots(model: CampaignModel) -> list[datetime]:
     return sorted(out)
 
 
-def sms_window_open(moment: datetime, window: SendingWindow, cal: WorkdayCalendar, tz: object) -> datetime:
+def sms_window_open(
+    moment: datetime, window: SendingWindow, cal: WorkdayCalendar, tz: object
+) -> datetime:
     """The first instant at or after ``moment`` when SMS may be sent."""
     local = moment.astimezone(tz)  # type: ignore[arg-type]
     day = local.date()

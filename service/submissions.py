@@ -34,7 +34,9 @@ def check(model: CampaignModel, unit: str, obligation: str, period: str, count: 
         ob = model.schedule.obligation(obligation)
     except KeyError:
         known = ", ".join(o.key for o in model.schedule.obligations if not o.is_event)
-        raise LedgerError(f"obligation: unknown obligation {obligation!r} (known: {known})") from None
+        raise LedgerError(
+            f"obligation: unknown obligation {obligation!r} (known: {known})"
+        ) from None
     if ob.is_event:
         raise LedgerError(f"obligation: {obligation!r} is an event; nothing is submitted for it")
     if model.occurrence(obligation, period) is None:
@@ -67,7 +69,9 @@ def load_submissions_csv(path: Path, model: CampaignModel) -> list[NewSubmission
         try:
             count = int(row.get("count") or 1)
         except ValueError:
-            problems.append(Problem(str(path), line, "count", f"not a whole number: {row['count']!r}"))
+            problems.append(
+                Problem(str(path), line, "count", f"not a whole number: {row['count']!r}")
+            )
             continue
         try:
             occ = model.occurrence(row["obligation"], row["period"])
@@ -86,7 +90,9 @@ def load_submissions_csv(path: Path, model: CampaignModel) -> list[NewSubmission
             problems.append(Problem(str(path), line, field, msg))
             continue
         assert at is not None
-        out.append(NewSubmission(row["unit"], row["obligation"], row["period"], count, at, "import"))
+        out.append(
+            NewSubmission(row["unit"], row["obligation"], row["period"], count, at, "import")
+        )
     if problems:
         raise ConfigError(problems)
     return out

@@ -63,8 +63,12 @@ class Templates:
             if path.is_file() and path.stat().st_size > MAX_TEMPLATE_BYTES:
                 raise ConfigError([Problem(str(path), None, "", "template larger than 64 KB")])
         loader = FileSystemLoader(str(folder))
-        common: dict[str, Any] = {"undefined": StrictUndefined, "loader": loader,
-                                  "trim_blocks": True, "lstrip_blocks": True}
+        common: dict[str, Any] = {
+            "undefined": StrictUndefined,
+            "loader": loader,
+            "trim_blocks": True,
+            "lstrip_blocks": True,
+        }
         self.text_env = ImmutableSandboxedEnvironment(autoescape=False, **common)
         self.html_env = ImmutableSandboxedEnvironment(autoescape=True, **common)
         sms_path = folder / "sms.yaml"
@@ -94,12 +98,24 @@ class Templates:
         problems = []
         for name, value in (rendered.sms_params or {}).items():
             if len(value) > self.sms.max_param_length:
-                problems.append(Problem(where, None, f"templates.{kind}.params.{name}",
-                                        f"value {value!r} is {len(value)} characters; the limit is "
-                                        f"{self.sms.max_param_length}"))
+                problems.append(
+                    Problem(
+                        where,
+                        None,
+                        f"templates.{kind}.params.{name}",
+                        f"value {value!r} is {len(value)} characters; the limit is "
+                        f"{self.sms.max_param_length}",
+                    )
+                )
         if (n := sms_length(rendered.text, self.sms.signature)) > 70:
-            problems.append(Problem(where, None, f"templates.{kind}.text",
-                                    f"{n} characters with the signature: more than one SMS (70)"))
+            problems.append(
+                Problem(
+                    where,
+                    None,
+                    f"templates.{kind}.text",
+                    f"{n} characters with the signature: more than one SMS (70)",
+                )
+            )
         return problems
 
 
@@ -110,7 +126,9 @@ def check_templates(model: Any, folder: Path) -> Templates:
     templates = Templates(folder)
     problems: list[Problem] = []
     missing = [k for k in KINDS if k not in templates.sms.templates]
-    problems += [Problem(str(folder / "sms.yaml"), None, f"templates.{k}", "missing") for k in missing]
+    problems += [
+        Problem(str(folder / "sms.yaml"), None, f"templates.{k}", "missing") for k in missing
+    ]
     for kind, ctx in sample_contexts(model):
         for channel in ("email", "sms"):
             if channel == "sms" and kind in missing:

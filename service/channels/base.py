@@ -64,9 +64,7 @@ class DeliveryError(Exception):
 
     permanent: bool = False
 
-    def __init__(
-        self, message: str, *, code: str = "", retry_after: float | None = None
-    ) -> None:
+    def __init__(self, message: str, *, code: str = "", retry_after: float | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.retry_after = retry_after

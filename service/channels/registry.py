@@ -5,9 +5,9 @@ Secrets are never in this file: it names the environment variables that hold the
 
 from __future__ import annotations
 
-from pathlib import Path
 from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -95,8 +95,11 @@ def load_channels_config(path: Path | None) -> ChannelsConfig:
 
 
 def build_channels(
-    cfg: ChannelsConfig, state_dir: Path, sms_signature: str,
-    clock: Callable[[], datetime] | None = None, durable: bool = True,
+    cfg: ChannelsConfig,
+    state_dir: Path,
+    sms_signature: str,
+    clock: Callable[[], datetime] | None = None,
+    durable: bool = True,
 ) -> dict[str, Channel]:
     """Construct every channel; raises ChannelConfigError for a missing secret at start-up."""
     from .file_outbox import FileOutbox
@@ -108,8 +111,14 @@ def build_channels(
         folder = folder or state_dir / "outbox"
         if folder not in outboxes:
             extra: dict[str, Any] = {"clock": clock} if clock is not None else {}
-            outboxes[folder] = FileOutbox(folder, from_addr=cfg.from_addr, from_name=cfg.from_name,
-                                          sms_signature=sms_signature, durable=durable, **extra)
+            outboxes[folder] = FileOutbox(
+                folder,
+                from_addr=cfg.from_addr,
+                from_name=cfg.from_name,
+                sms_signature=sms_signature,
+                durable=durable,
+                **extra,
+            )
         return outboxes[folder]
 
     if isinstance(cfg.email, FileConfig):
@@ -128,18 +137,37 @@ def build_channels(
     else:
         from .sms_common import AliyunSettings, SmsTemplate, TencentSettings
 
-        templates = {k: SmsTemplate(t.code, tuple(t.params), t.max_param_len) for k, t in sms.templates.items()}
-        common = dict(access_key_id=sms.access_key_id, secret_env=sms.secret_env, sign_name=sms.sign_name,
-                      templates=templates, timeout=sms.timeout)
-        if sms.endpoint:
-            common["endpoint"] = sms.endpoint
+        templates = {
+            k: SmsTemplate(t.code, tuple(t.params), t.max_param_len)
+            for k, t in sms.templates.items()
+        }
         if sms.backend == "aliyun":
             from .sms_aliyun import AliyunSms
 
-            channels["sms"] = AliyunSms(AliyunSettings(**common, **({"region_id": sms.region} if sms.region else {})))  # type: ignore[arg-type]
+            channels["sms"] = AliyunSms(
+                AliyunSettings(
+                    access_key_id=sms.access_key_id,
+                    secret_env=sms.secret_env,
+                    sign_name=sms.sign_name,
+                    templates=templates,
+                    timeout=sms.timeout,
+                    endpoint=sms.endpoint or AliyunSettings.endpoint,
+                    region_id=sms.region or AliyunSettings.region_id,
+                )
+            )
         else:
             from .sms_tencent import TencentSms
 
-            channels["sms"] = TencentSms(TencentSettings(  # type: ignore[arg-type]
-                **common, sms_sdk_app_id=sms.sms_sdk_app_id or "", **({"region": sms.region} if sms.region else {})))
+            channels["sms"] = TencentSms(
+                TencentSettings(
+                    access_key_id=sms.access_key_id,
+                    secret_env=sms.secret_env,
+                    sign_name=sms.sign_name,
+                    templates=templates,
+                    timeout=sms.timeout,
+                    sms_sdk_app_id=sms.sms_sdk_app_id or "",
+                    endpoint=sms.endpoint or TencentSettings.endpoint,
+                    region=sms.region or TencentSettings.region,
+                )
+            )
     return channels

@@ -100,9 +100,7 @@ def aliyun_v3_signature(secret: str, string_to_sign: str) -> str:
     return _hmac_sha256(secret.encode("utf-8"), string_to_sign).hex()
 
 
-def aliyun_v3_authorization(
-    access_key_id: str, signed_headers: str, signature: str
-) -> str:
+def aliyun_v3_authorization(access_key_id: str, signed_headers: str, signature: str) -> str:
     """The V3 ``Authorization`` header (comma separated, no spaces)."""
     return (
         f"{ACS3_ALGORITHM} Credential={access_key_id},"
@@ -140,9 +138,7 @@ def tc3_string_to_sign(timestamp: int, service: str, canonical_request: str) -> 
     return f"{TC3_ALGORITHM}\n{timestamp}\n{scope}\n{digest}"
 
 
-def tc3_derived_keys(
-    secret_key: str, date: str, service: str
-) -> tuple[bytes, bytes, bytes]:
+def tc3_derived_keys(secret_key: str, date: str, service: str) -> tuple[bytes, bytes, bytes]:
     """``(SecretDate, SecretService, SecretSigning)``."""
     secret_date = _hmac_sha256(f"TC3{secret_key}".encode(), date)
     secret_service = _hmac_sha256(secret_date, service)

@@ -82,9 +82,7 @@ _CONFIG_PREFIXES = ("InvalidAccessKeyId", "InvalidTimeStamp", "Forbidden")
 _WINDOWS = (("分钟级", 60.0), ("小时级", 3600.0), ("天级", 86400.0))
 
 
-def classify_aliyun(
-    code: str, message: str, *, retry_after: float | None = None
-) -> DeliveryError:
+def classify_aliyun(code: str, message: str, *, retry_after: float | None = None) -> DeliveryError:
     """The delivery error for a non-``OK`` SendSms ``Code``."""
     # SignatureDoesNotMatch echoes the whole query (phone number included) after this
     # marker; the error text ends up in logs and the outbox, so drop it.
@@ -118,9 +116,7 @@ class AliyunSms(HttpSmsChannel):
         nonce_factory: Callable[[], str] = _new_nonce,
     ) -> None:
         self._settings = settings
-        self._secret = read_secret(
-            settings.secret_env, os.environ if environ is None else environ
-        )
+        self._secret = read_secret(settings.secret_env, os.environ if environ is None else environ)
         self._nonce = nonce_factory
         self._endpoint = settings.endpoint.rstrip("/") + "/"
         super().__init__(client=client, timeout=settings.timeout, clock=clock)
@@ -150,9 +146,7 @@ class AliyunSms(HttpSmsChannel):
         }
         if template.params:
             mapping = dict(zip(template.params, values, strict=True))
-            params["TemplateParam"] = json.dumps(
-                mapping, ensure_ascii=False, separators=(",", ":")
-            )
+            params["TemplateParam"] = json.dumps(mapping, ensure_ascii=False, separators=(",", ":"))
         signature = aliyun_rpc_signature(self._secret, "POST", params)
         return f"{aliyun_canonical_query(params)}&Signature={percent_encode(signature)}"
 
@@ -163,9 +157,7 @@ class AliyunSms(HttpSmsChannel):
         try:
             result = self._interpret(response)
         except DeliveryError as exc:
-            log.warning(
-                "aliyun sms to %s failed: %s", mask_address(envelope.address), exc.code
-            )
+            log.warning("aliyun sms to %s failed: %s", mask_address(envelope.address), exc.code)
             raise
         log.info("aliyun sms to %s accepted", mask_address(envelope.address))
         return result

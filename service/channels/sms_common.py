@@ -62,9 +62,7 @@ def mainland_e164(address: str) -> str:
             digits = digits[len(prefix) :]
             break
     if not _MAINLAND_MOBILE.fullmatch(digits):
-        raise PermanentDeliveryError(
-            "不是有效的中国大陆手机号码", code="INVALID_NUMBER"
-        )
+        raise PermanentDeliveryError("不是有效的中国大陆手机号码", code="INVALID_NUMBER")
     return f"+86{digits}"
 
 
@@ -72,9 +70,7 @@ def read_secret(env_name: str, environ: Mapping[str, str]) -> str:
     """The secret in environment variable ``env_name``; only the name is ever shown."""
     value = environ.get(env_name, "").strip()
     if not value:
-        raise ChannelConfigError(
-            f"环境变量 {env_name} 未设置，缺少短信密钥", code="SECRET_MISSING"
-        )
+        raise ChannelConfigError(f"环境变量 {env_name} 未设置，缺少短信密钥", code="SECRET_MISSING")
     return value
 
 
@@ -194,9 +190,7 @@ def error_for_status(response: httpx.Response, now: datetime) -> DeliveryError |
             f"短信网关暂时不可用（{reason}）", code=reason, retry_after=hint
         )
     if status in _CONFIG_STATUSES or response.is_redirect:
-        return ChannelConfigError(
-            f"短信网关拒绝访问，请检查配置（{reason}）", code=reason
-        )
+        return ChannelConfigError(f"短信网关拒绝访问，请检查配置（{reason}）", code=reason)
     return PermanentDeliveryError(f"短信网关拒绝请求（{reason}）", code=reason)
 
 
@@ -214,9 +208,7 @@ class HttpSmsChannel:
 
     name: ChannelName = "sms"
 
-    def __init__(
-        self, *, client: httpx.AsyncClient | None, timeout: float, clock: Clock
-    ) -> None:
+    def __init__(self, *, client: httpx.AsyncClient | None, timeout: float, clock: Clock) -> None:
         self._timeout = httpx.Timeout(timeout, connect=min(timeout, 3.0))
         self._clock = clock
         self._owns_client = client is None

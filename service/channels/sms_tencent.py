@@ -67,9 +67,7 @@ _WINDOWS = {
 
 def _until_beijing_midnight(now: datetime) -> float:
     local = now.astimezone(_BEIJING)
-    midnight = (local + timedelta(days=1)).replace(
-        hour=0, minute=0, second=0, microsecond=0
-    )
+    midnight = (local + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
     return (midnight - local).total_seconds()
 
 
@@ -101,9 +99,7 @@ class TencentSms(HttpSmsChannel):
         clock: Clock = utc_now,
     ) -> None:
         self._settings = settings
-        self._secret = read_secret(
-            settings.secret_env, os.environ if environ is None else environ
-        )
+        self._secret = read_secret(settings.secret_env, os.environ if environ is None else environ)
         url = httpx.URL(settings.endpoint)
         # The signed host must be byte-identical to the Host header actually sent.
         self._host = url.host if url.port is None else f"{url.host}:{url.port}"
@@ -151,15 +147,11 @@ class TencentSms(HttpSmsChannel):
     async def send(self, envelope: Envelope) -> SendResult:
         """Submit the envelope; raise a :class:`DeliveryError` unless status is Ok."""
         payload = self._payload(envelope)
-        response = await self._post(
-            self._endpoint, headers=self._headers(payload), content=payload
-        )
+        response = await self._post(self._endpoint, headers=self._headers(payload), content=payload)
         try:
             result = self._interpret(response)
         except DeliveryError as exc:
-            log.warning(
-                "tencent sms to %s failed: %s", mask_address(envelope.address), exc.code
-            )
+            log.warning("tencent sms to %s failed: %s", mask_address(envelope.address), exc.code)
             raise
         log.info("tencent sms to %s accepted", mask_address(envelope.address))
         return result
@@ -181,11 +173,7 @@ class TencentSms(HttpSmsChannel):
                 )
                 raise classify_tencent(code, message, now=now)
             statuses = body.get("SendStatusSet")
-            if (
-                isinstance(statuses, list)
-                and statuses
-                and isinstance(statuses[0], dict)
-            ):
+            if isinstance(statuses, list) and statuses and isinstance(statuses[0], dict):
                 status = statuses[0]
                 code, message = (
                     str(status.get("Code", "")),
@@ -193,9 +181,7 @@ class TencentSms(HttpSmsChannel):
                 )
                 if code == "Ok":
                     serial = status.get("SerialNo")
-                    return SendResult(
-                        provider_id=str(serial) if serial else None, detail=message
-                    )
+                    return SendResult(provider_id=str(serial) if serial else None, detail=message)
                 raise classify_tencent(code, message, now=now)
         raise error_for_status(response, now) or TransientDeliveryError(
             "腾讯云短信应答无法解析，发送结果未知", code="BAD_RESPONSE"

@@ -81,9 +81,7 @@ class WebhookSms(HttpSmsChannel):
     ) -> None:
         env = os.environ if environ is None else environ
         self._settings = settings
-        self._token = (
-            read_secret(settings.token_env, env) if settings.token_env else None
-        )
+        self._token = read_secret(settings.token_env, env) if settings.token_env else None
         self._hmac_key = (
             read_secret(settings.hmac_secret_env, env).encode()
             if settings.hmac_secret_env

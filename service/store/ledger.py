@@ -126,7 +126,9 @@ class Ledger:
             rows = (await conn.execute(query)).all()
         return {(r[0], r[1], r[2]): int(r[3]) for r in rows}
 
-    async def count_table(self, unit_index: Mapping[str, int], as_of: datetime | None = None) -> CountTable:
+    async def count_table(
+        self, unit_index: Mapping[str, int], as_of: datetime | None = None
+    ) -> CountTable:
         """Like :meth:`counts`, streamed into a compact :class:`CountTable` (planning at scale)."""
         c = submissions.c
         query = sa.select(c.unit_id, c.obligation, c.period, sa.func.sum(c.count)).where(
@@ -154,7 +156,8 @@ class Ledger:
         async with self._engine.connect() as conn:
             for i in range(0, len(units), 500):
                 query = sa.select(c.unit_id, c.obligation, c.period, sa.func.sum(c.count)).where(
-                    c.campaign == self._campaign, c.retracted_at.is_(None),
+                    c.campaign == self._campaign,
+                    c.retracted_at.is_(None),
                     c.unit_id.in_(list(units[i : i + 500])),
                 )
                 if as_of is not None:
@@ -178,10 +181,21 @@ class Ledger:
 
     async def history(self, unit: str | None = None) -> list[SubmissionRow]:
         c = submissions.c
-        query = sa.select(
-            c.id, c.unit_id, c.obligation, c.period, c.count, c.submitted_at,
-            c.source, c.recorded_by, c.retracted_at,
-        ).where(c.campaign == self._campaign).order_by(c.id)
+        query = (
+            sa.select(
+                c.id,
+                c.unit_id,
+                c.obligation,
+                c.period,
+                c.count,
+                c.submitted_at,
+                c.source,
+                c.recorded_by,
+                c.retracted_at,
+            )
+            .where(c.campaign == self._campaign)
+            .order_by(c.id)
+        )
         if unit:
             query = query.where(c.unit_id == unit)
         async with self._engine.connect() as conn:
@@ -198,12 +212,22 @@ class Ledger:
             return [dict(r._mapping) for r in rows]
 
     async def _audit(
-        self, conn: AsyncConnection, now: datetime, actor: str, action: str, sid: int, detail: dict[str, Any]
+        self,
+        conn: AsyncConnection,
+        now: datetime,
+        actor: str,
+        action: str,
+        sid: int,
+        detail: dict[str, Any],
     ) -> None:
         safe = {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in detail.items()}
         await conn.execute(
             audit_log.insert().values(
-                at=now, actor=actor, action=action, campaign=self._campaign,
-                subject=f"submission:{sid}", detail=safe,
+                at=now,
+                actor=actor,
+                action=action,
+                campaign=self._campaign,
+                subject=f"submission:{sid}",
+                detail=safe,
             )
         )

@@ -44,9 +44,19 @@ class Claimed:
 
 
 _CLAIM_COLS = (
-    messages.c.id, messages.c.idem_key, messages.c.kind, messages.c.step, messages.c.obligation,
-    messages.c.periods, messages.c.units, messages.c.recipient_id, messages.c.channel,
-    messages.c.address, messages.c.due_at, messages.c.expires_at, messages.c.attempts,
+    messages.c.id,
+    messages.c.idem_key,
+    messages.c.kind,
+    messages.c.step,
+    messages.c.obligation,
+    messages.c.periods,
+    messages.c.units,
+    messages.c.recipient_id,
+    messages.c.channel,
+    messages.c.address,
+    messages.c.due_at,
+    messages.c.expires_at,
+    messages.c.attempts,
 )
 
 
@@ -110,31 +120,51 @@ class Outbox:
             for i in range(0, len(planned), _CHUNK):
                 rows = [
                     {
-                        "idem_key": m.key, "campaign": self.campaign, "kind": m.kind, "step": m.step,
-                        "obligation": m.obligation, "periods": list(m.periods), "units": list(m.units),
-                        "recipient_id": m.recipient_id, "channel": m.channel, "address": m.address,
-                        "due_at": m.due_at, "next_attempt_at": m.next_attempt_at,
-                        "expires_at": m.expires_at, "status": m.status, "reason": m.reason,
-                        "created_at": now, "updated_at": now,
+                        "idem_key": m.key,
+                        "campaign": self.campaign,
+                        "kind": m.kind,
+                        "step": m.step,
+                        "obligation": m.obligation,
+                        "periods": list(m.periods),
+                        "units": list(m.units),
+                        "recipient_id": m.recipient_id,
+                        "channel": m.channel,
+                        "address": m.address,
+                        "due_at": m.due_at,
+                        "next_attempt_at": m.next_attempt_at,
+                        "expires_at": m.expires_at,
+                        "status": m.status,
+                        "reason": m.reason,
+                        "created_at": now,
+                        "updated_at": now,
                     }
                     for m in planned[i : i + _CHUNK]
                 ]
-                stmt = insert(messages).values(rows).on_conflict_do_nothing(
-                    index_elements=[messages.c.idem_key]
-                ).returning(messages.c.id)
+                stmt = (
+                    insert(messages)
+                    .values(rows)
+                    .on_conflict_do_nothing(index_elements=[messages.c.idem_key])
+                    .returning(messages.c.id)
+                )
                 new += len((await conn.execute(stmt)).all())
         return new
 
     async def planned_through(self) -> datetime | None:
         async with self.engine.connect() as conn:
-            return (await conn.execute(
-                sa.select(planner_state.c.planned_through).where(planner_state.c.campaign == self.campaign)
-            )).scalar_one_or_none()
+            return (
+                await conn.execute(
+                    sa.select(planner_state.c.planned_through).where(
+                        planner_state.c.campaign == self.campaign
+                    )
+                )
+            ).scalar_one_or_none()
 
     async def set_planned_through(self, moment: datetime, now: datetime) -> None:
         """Advance (never move back) the end of the planned window."""
         insert = pg_insert if self._pg else sqlite_insert
-        stmt = insert(planner_state).values(campaign=self.campaign, planned_through=moment, updated_at=now)
+        stmt = insert(planner_state).values(
+            campaign=self.campaign, planned_through=moment, updated_at=now
+        )
         stmt = stmt.on_conflict_do_update(
             index_elements=[planner_state.c.campaign],
             set_={"planned_through": moment, "updated_at": now},
@@ -143,52 +173,94 @@ class Outbox:
         async with self.engine.begin() as conn:
             await conn.execute(stmt)
 
-    async def claim(self, worker: str, now: datetime, limit: int, lease: timedelta) -> list[Claimed]:
+    async def claim(
+        self, worker: str, now: datetime, limit: int, lease: timedelta
+    ) -> list[Claimed]:
         """Atomically take up to ``limit`` due messages (pending, or sending with a dead lease)."""
         m = messages.c
         due = sa.or_(
             sa.and_(m.status == "pending", m.next_attempt_at <= now),
             sa.and_(m.status == "sending", m.lease_until < now),
         )
-        values = {"status": "sending", "claimed_by": worker, "lease_until": now + lease, "updated_at": now}
+        values = {
+            "status": "sending",
+            "claimed_by": worker,
+            "lease_until": now + lease,
+            "updated_at": now,
+        }
         async with self.engine.begin() as conn:
             if self._pg:
                 picked = (
-                    sa.select(m.id).where(m.campaign == self.campaign, due)
-                    .order_by(m.next_attempt_at, m.id).limit(limit)
+                    sa.select(m.id)
+                    .where(m.campaign == self.campaign, due)
+                    .order_by(m.next_attempt_at, m.id)
+                    .limit(limit)
                     .with_for_update(skip_locked=True)
-                    .cte("picked").prefix_with("MATERIALIZED")
+                    .cte("picked")
+                    .prefix_with("MATERIALIZED")
                 )
                 stmt = sa.update(messages).where(m.id == picked.c.id).values(**values)
             else:
-                ids = sa.select(m.id).where(m.campaign == self.campaign, due).order_by(
-                    m.next_attempt_at, m.id).limit(limit).scalar_subquery()
+                ids = (
+                    sa.select(m.id)
+                    .where(m.campaign == self.campaign, due)
+                    .order_by(m.next_attempt_at, m.id)
+                    .limit(limit)
+                    .scalar_subquery()
+                )
                 stmt = sa.update(messages).where(m.id.in_(ids), due).values(**values)
             rows = (await conn.execute(stmt.returning(*_CLAIM_COLS))).all()
         return sorted((_claimed(r) for r in rows), key=lambda c: c.id)
 
     async def finish(
-        self, msg: Claimed, worker: str, now: datetime, status: str, reason: str,
-        outcome: str, error: str = "", provider_id: str | None = None,
-        subject: str | None = None, body: str | None = None, duration_ms: int = 0,
+        self,
+        msg: Claimed,
+        worker: str,
+        now: datetime,
+        status: str,
+        reason: str,
+        outcome: str,
+        error: str = "",
+        provider_id: str | None = None,
+        subject: str | None = None,
+        body: str | None = None,
+        duration_ms: int = 0,
     ) -> bool:
         """Record a final state; False if another worker took the message over meanwhile."""
         assert status in FINAL
         values: dict[str, Any] = {
-            "status": status, "reason": reason, "updated_at": now, "lease_until": None,
-            "attempts": messages.c.attempts + 1 if outcome in ("sent", "permanent", "transient") else messages.c.attempts,
+            "status": status,
+            "reason": reason,
+            "updated_at": now,
+            "lease_until": None,
+            "attempts": messages.c.attempts + 1
+            if outcome in ("sent", "permanent", "transient")
+            else messages.c.attempts,
         }
         if status == "sent":
             values.update(sent_at=now, provider_id=provider_id, subject=subject, body=body)
-        return await self._transition(msg, worker, now, values, outcome, error, provider_id, duration_ms)
+        return await self._transition(
+            msg, worker, now, values, outcome, error, provider_id, duration_ms
+        )
 
     async def retry_later(
-        self, msg: Claimed, worker: str, now: datetime, at: datetime, error: str,
-        duration_ms: int = 0, count_attempt: bool = True, outcome: str = "transient",
+        self,
+        msg: Claimed,
+        worker: str,
+        now: datetime,
+        at: datetime,
+        error: str,
+        duration_ms: int = 0,
+        count_attempt: bool = True,
+        outcome: str = "transient",
     ) -> bool:
         values: dict[str, Any] = {
-            "status": "pending", "next_attempt_at": at, "reason": error, "updated_at": now,
-            "lease_until": None, "claimed_by": None,
+            "status": "pending",
+            "next_attempt_at": at,
+            "reason": error,
+            "updated_at": now,
+            "lease_until": None,
+            "claimed_by": None,
         }
         if count_attempt:
             values["attempts"] = messages.c.attempts + 1
@@ -202,16 +274,32 @@ class Outbox:
         async with self.engine.begin() as conn:
             await conn.execute(
                 sa.update(messages)
-                .where(m.id.in_([c.id for c in claimed]), m.claimed_by == worker, m.status == "sending")
+                .where(
+                    m.id.in_([c.id for c in claimed]), m.claimed_by == worker, m.status == "sending"
+                )
                 .values(status="pending", claimed_by=None, lease_until=None, updated_at=now)
             )
 
     async def _transition(
-        self, msg: Claimed, worker: str, now: datetime, values: dict[str, Any],
-        outcome: str, error: str, provider_id: str | None, duration_ms: int,
+        self,
+        msg: Claimed,
+        worker: str,
+        now: datetime,
+        values: dict[str, Any],
+        outcome: str,
+        error: str,
+        provider_id: str | None,
+        duration_ms: int,
     ) -> bool:
-        attempt = {"message_id": msg.id, "at": now, "worker": worker, "outcome": outcome,
-                   "error": error[:2000], "provider_id": provider_id, "duration_ms": duration_ms}
+        attempt = {
+            "message_id": msg.id,
+            "at": now,
+            "worker": worker,
+            "outcome": outcome,
+            "error": error[:2000],
+            "provider_id": provider_id,
+            "duration_ms": duration_ms,
+        }
         return await self._commits.submit((msg.id, worker, values, attempt))
 
     async def _apply(self, items: list[_Transition]) -> list[bool]:
@@ -237,10 +325,14 @@ class Outbox:
     async def next_attempt_at(self) -> datetime | None:
         m = messages.c
         async with self.engine.connect() as conn:
-            return (await conn.execute(
-                sa.select(sa.func.min(m.next_attempt_at)).where(
-                    m.campaign == self.campaign, m.status == "pending")
-            )).scalar_one_or_none()
+            moment: datetime | None = (
+                await conn.execute(
+                    sa.select(sa.func.min(m.next_attempt_at)).where(
+                        m.campaign == self.campaign, m.status == "pending"
+                    )
+                )
+            ).scalar_one_or_none()
+        return moment
 
     async def sms_sent_since(self, recipients: Sequence[str], since: datetime) -> dict[str, int]:
         """SMS already sent to each recipient since ``since`` (for the daily cap)."""
@@ -249,10 +341,16 @@ class Outbox:
         async with self.engine.connect() as conn:
             for i in range(0, len(recipients), _CHUNK):
                 rows = await conn.execute(
-                    sa.select(m.recipient_id, sa.func.count()).where(
-                        m.campaign == self.campaign, m.recipient_id.in_(list(recipients[i : i + _CHUNK])),
-                        m.channel == "sms", m.status == "sent", m.sent_at >= since,
-                    ).group_by(m.recipient_id))
+                    sa.select(m.recipient_id, sa.func.count())
+                    .where(
+                        m.campaign == self.campaign,
+                        m.recipient_id.in_(list(recipients[i : i + _CHUNK])),
+                        m.channel == "sms",
+                        m.status == "sent",
+                        m.sent_at >= since,
+                    )
+                    .group_by(m.recipient_id)
+                )
                 out.update({r[0]: int(r[1]) for r in rows})
         return out
 
@@ -260,7 +358,10 @@ class Outbox:
         m = messages.c
         async with self.engine.connect() as conn:
             rows = await conn.execute(
-                sa.select(m.status, sa.func.count()).where(m.campaign == self.campaign).group_by(m.status))
+                sa.select(m.status, sa.func.count())
+                .where(m.campaign == self.campaign)
+                .group_by(m.status)
+            )
             return {r[0]: int(r[1]) for r in rows}
 
     async def rows(self, status: str | None = None) -> list[dict[str, Any]]:

@@ -37,9 +37,8 @@ class UtcDateTime(TypeDecorator[datetime]):
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
-        if isinstance(value, str):  # raw SQL paths on SQLite
-            value = datetime.fromisoformat(value)
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        moment: datetime = datetime.fromisoformat(value) if isinstance(value, str) else value
+        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
@@ -112,7 +111,9 @@ delivery_attempts = sa.Table(
     "delivery_attempts",
     metadata,
     sa.Column("id", BigId, primary_key=True, autoincrement=True),
-    sa.Column("message_id", BigId, sa.ForeignKey("messages.id", ondelete="CASCADE"), nullable=False),
+    sa.Column(
+        "message_id", BigId, sa.ForeignKey("messages.id", ondelete="CASCADE"), nullable=False
+    ),
     sa.Column("at", UtcDateTime, nullable=False),
     sa.Column("worker", sa.String(64), nullable=False),
     sa.Column("outcome", sa.String(16), nullable=False),  # sent|transient|permanent|cancelled|stale
