@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import email.policy
 import json
 import os
 from datetime import UTC
@@ -19,7 +18,7 @@ from service.channels.base import (
     message_id_for,
     out_id_for,
 )
-from service.channels.email import Clock, build_message, utc_now
+from service.channels.email import Clock, message_bytes, utc_now
 from service.channels.sms_common import sms_segments
 
 
@@ -86,14 +85,13 @@ class FileOutbox:
 
     async def _send_email(self, envelope: Envelope) -> SendResult:
         now = self._clock()
-        msg = build_message(
+        raw = message_bytes(  # the bytes EmailChannel puts on the wire
             envelope,
             from_addr=self.from_addr,
             from_name=self.from_name,
             message_id_domain=self.message_id_domain,
             date=now,
         )
-        raw = msg.as_bytes(policy=email.policy.SMTP)  # what aiosmtplib puts on the wire
         digest = out_id_for(envelope.key)
         # Timestamp first so a directory listing sorts by creation time.
         stamp = now.astimezone(UTC).strftime("%Y%m%dT%H%M%S%fZ")
@@ -134,9 +132,7 @@ class FileOutbox:
                 await asyncio.to_thread(_append_line, self.sms_file, line, self.durable)
             except OSError as exc:
                 raise _disk_error(self.sms_file, exc) from exc
-        return SendResult(
-            provider_id=out_id_for(envelope.key), detail=f"appended {self.sms_file}"
-        )
+        return SendResult(provider_id=out_id_for(envelope.key), detail=f"appended {self.sms_file}")
 
 
 class OutboxChannel:

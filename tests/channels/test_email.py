@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import email
 import email.policy
+import re
 import ssl
 from datetime import UTC, datetime
 from email.message import EmailMessage
+from email.parser import BytesParser
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +24,13 @@ from service.channels.base import (
     TransientDeliveryError,
     message_id_for,
 )
-from service.channels.email import EmailChannel, SmtpSettings, build_message, classify
+from service.channels.email import (
+    EmailChannel,
+    SmtpSettings,
+    build_message,
+    classify,
+    message_bytes,
+)
 from tests.channels.smtp_server import (
     DroppingHandler,
     RecordingHandler,
@@ -41,6 +49,10 @@ SUBJECT = "【提醒】请于5月22日前报送联络员反馈表"
 CSV = "单位,联络员\n长春市应急管理局,张三\n".encode()
 CSV_NAME = "附件1：联络员反馈表.csv"
 FIXED_NOW = datetime(2024, 5, 15, 8, 0, tzinfo=UTC)
+XLSX_MIME = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+XLSX_NAME = "附件2：逾期未报送单位清单（2024年5月第3周）.xlsx"
+XLSX = bytes(range(256)) * 40  # 10 KB of every byte value
+BOUNDARY = re.compile(rb"={15}\d{19}==")
 
 
 def envelope(key: str = KEY, **changes: Any) -> Envelope:
@@ -71,6 +83,25 @@ def settings(server: RunningServer, **changes: Any) -> SmtpSettings:
     }
     fields.update(changes)
     return SmtpSettings(**fields)
+
+
+def render(env: Envelope, **changes: Any) -> bytes:
+    fields: dict[str, Any] = {
+        "from_addr": "ajw@example.gov.cn",
+        "from_name": "吉林省安委办",
+        "message_id_domain": DOMAIN,
+        "date": FIXED_NOW,
+    }
+    fields.update(changes)
+    return message_bytes(env, **fields)
+
+
+def assert_wire_clean(raw: bytes) -> None:
+    """7-bit, CRLF only, every line within RFC 5322's 78 characters."""
+    assert raw.isascii()
+    assert b"\n" not in raw.replace(b"\r\n", b"")
+    assert b"\r" not in raw.replace(b"\r\n", b"")
+    assert max(len(line) for line in raw.split(b"\r\n")) <= 78
 
 
 def parse(raw: bytes) -> EmailMessage:
@@ -255,15 +286,11 @@ async def test_reconnects_when_pooled_connection_was_lost() -> None:
         assert server.connections == 2
 
 
-async def test_starttls_when_configured(
-    server_tls: ssl.SSLContext, ca_bundle: str
-) -> None:
+async def test_starttls_when_configured(server_tls: ssl.SSLContext, ca_bundle: str) -> None:
     """security="starttls" upgrades a server that requires STARTTLS."""
     handler = RecordingHandler()
     async with running_server(handler, starttls_context=server_tls) as server:
-        channel = EmailChannel(
-            settings(server, security="starttls", cert_bundle=ca_bundle)
-        )
+        channel = EmailChannel(settings(server, security="starttls", cert_bundle=ca_bundle))
         try:
             await channel.send(envelope())
         finally:
@@ -271,9 +298,7 @@ async def test_starttls_when_configured(
         assert parse(await handler.next_message())["Subject"] == SUBJECT
 
 
-async def test_implicit_tls_when_configured(
-    server_tls: ssl.SSLContext, ca_bundle: str
-) -> None:
+async def test_implicit_tls_when_configured(server_tls: ssl.SSLContext, ca_bundle: str) -> None:
     """security="tls" speaks TLS from the first byte (port 465 style)."""
     handler = RecordingHandler()
     async with running_server(handler, implicit_tls_context=server_tls) as server:
@@ -299,9 +324,7 @@ async def test_untrusted_certificate_is_config_error(
             await channel.aclose()
 
 
-async def test_wrong_password_is_config_error(
-    server_tls: ssl.SSLContext, ca_bundle: str
-) -> None:
+async def test_wrong_password_is_config_error(server_tls: ssl.SSLContext, ca_bundle: str) -> None:
     """A 535 authentication failure is a configuration error."""
     auth = password_authenticator(b"ajw", b"right-password")
     async with running_server(
@@ -331,9 +354,7 @@ async def test_right_password_from_env_authenticates(
     """The password read from the injected environment logs in and the mail lands."""
     handler = RecordingHandler()
     auth = password_authenticator(b"ajw", b"right-password")
-    async with running_server(
-        handler, starttls_context=server_tls, authenticator=auth
-    ) as server:
+    async with running_server(handler, starttls_context=server_tls, authenticator=auth) as server:
         channel = EmailChannel(
             settings(
                 server,
@@ -402,3 +423,158 @@ def test_classification_table(exc: Exception, expected: type, code: str) -> None
     error = classify(exc)
     assert type(error) is expected
     assert error.code == code
+
+
+def test_message_bytes_round_trip_through_bytes_parser() -> None:
+    """Subject, names, both bodies and every attachment decode back unchanged."""
+    text = "长春市应急管理局 张三 您好：\r\n请于5月22日前报送联络员反馈表。\n" * 20
+    html = "<p>请于<b>5月22日</b>前报送。</p>\n" * 40
+    raw = render(
+        envelope(
+            text=text,
+            html=html,
+            attachments=(
+                Attachment(CSV_NAME, CSV, "text/csv"),
+                Attachment(XLSX_NAME, XLSX, XLSX_MIME),
+            ),
+        )
+    )
+    assert_wire_clean(raw)
+    msg = BytesParser(policy=email.policy.default).parsebytes(raw)
+    assert isinstance(msg, EmailMessage)
+    assert not msg.defects
+    assert msg["Subject"] == SUBJECT
+    [sender] = msg["From"].addresses
+    [recipient] = msg["To"].addresses
+    assert (sender.display_name, sender.addr_spec) == ("吉林省安委办", "ajw@example.gov.cn")
+    assert (recipient.display_name, recipient.addr_spec) == (
+        "长春市应急管理局 张三",
+        "zhangsan@163.com",
+    )
+    assert msg["Date"].datetime == FIXED_NOW
+    assert msg["Message-ID"] == message_id_for(KEY, DOMAIN)
+    assert msg["X-Campaign-Key"] == KEY
+    assert msg["MIME-Version"] == "1.0"
+    assert msg.get_content_type() == "multipart/mixed"
+    plain = msg.get_body(preferencelist=("plain",))
+    rich = msg.get_body(preferencelist=("html",))
+    assert plain is not None and rich is not None
+    # As EmailMessage.set_content did: LF line ends and one final LF.
+    assert plain.get_content() == text.replace("\r\n", "\n")
+    assert rich.get_content() == html
+    for part in (plain, rich):
+        assert part["Content-Transfer-Encoding"] == "base64"
+        assert part.get_content_charset() == "utf-8"
+    csv, xlsx = msg.iter_attachments()
+    assert csv.get_content_type() == "text/csv"
+    assert xlsx.get_content_type() == XLSX_MIME  # long type: folded, not mangled
+    for part, name, data in ((csv, CSV_NAME, CSV), (xlsx, XLSX_NAME, XLSX)):
+        assert part.get_filename() == name  # RFC 2231 filename*=
+        assert part["Content-Type"].params["name"] == name  # RFC 2047 name= fallback
+        assert part.get_payload(decode=True) == data
+    assert b"filename*0*=utf-8''" in raw and b'name="=?utf-8?b?' in raw
+
+
+def test_single_part_message_without_html_or_attachments() -> None:
+    """Text only: the top level is the base64 text/plain part itself."""
+    raw = render(envelope(html=None, attachments=()))
+    assert_wire_clean(raw)
+    msg = parse(raw)
+    assert msg.get_content_type() == "text/plain"
+    assert msg["Content-Transfer-Encoding"] == "base64"
+    assert msg.get_content() == "请于5月22日前报送。\n"
+
+
+@pytest.mark.parametrize(
+    ("subject", "name", "key", "filename"),
+    [
+        ("【提醒】" + "请于5月22日前报送联络员反馈表" * 4, "吉林省长春市应急管理局", KEY, CSV_NAME),
+        (
+            "Reminder: please submit the liaison feedback form before 22 May, thanks",
+            'Zhang, San "Z."',
+            KEY + "/" + "changchun-emergency-management-bureau" * 2,
+            "overdue-units-of-jilin-province-for-the-third-week-of-may-2024.csv",
+        ),
+        ("   spaced\tsubject  ", "Jilin Office", "2024/联络员/张三/email", "=?x?= a.csv"),
+        ("", "", KEY, ""),
+    ],
+)
+def test_long_and_odd_headers_fold_and_decode_back(
+    subject: str, name: str, key: str, filename: str
+) -> None:
+    """Long or unusual values stay within 78 columns and parse back to themselves."""
+    env = envelope(
+        key=key,
+        subject=subject,
+        recipient_name=name,
+        attachments=(Attachment(filename, CSV, "text/csv"),),
+    )
+    raw = render(env)
+    assert_wire_clean(raw)
+    msg = parse(raw)
+    assert msg["Subject"] == subject
+    assert msg["To"].addresses[0].display_name == name
+    assert msg["X-Campaign-Key"] == key
+    [part] = list(msg.iter_attachments())
+    assert part.get_filename() == filename
+    assert part["Content-Type"].params["name"] == filename
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"subject": "hi\nBcc: victim@example.org"},
+        {"subject": "hi\rBcc: victim@example.org"},
+        {"recipient_name": "张三\r\nBcc: victim@example.org"},
+        {"address": "zhangsan@163.com\r\nBcc: victim@example.org"},
+        {"key": f"{KEY}\r\nBcc: victim@example.org"},
+        {"attachments": (Attachment("a\r\nBcc: x.csv", CSV, "text/csv"),)},
+        {"attachments": (Attachment("附件\n.csv", CSV, "text/csv"),)},
+        {"attachments": (Attachment("a.csv", CSV, "text/csv\r\nBcc: x"),)},
+    ],
+)
+def test_line_breaks_in_any_header_value_are_permanent(changes: dict[str, Any]) -> None:
+    """CR or LF in any value that becomes a header is refused, never sent."""
+    with pytest.raises(PermanentDeliveryError, match="CR or LF"):
+        render(envelope(**changes))
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"from_name": "安委办\r\nBcc: victim@example.org"},
+        {"from_addr": "ajw@example.gov.cn\nBcc: victim@example.org"},
+        {"message_id_domain": "example.org\r\nBcc: victim@example.org"},
+    ],
+)
+def test_line_breaks_in_sender_settings_are_permanent(changes: dict[str, Any]) -> None:
+    """The sender name, address and Message-ID domain are checked as well."""
+    with pytest.raises(PermanentDeliveryError):
+        render(envelope(), **changes)
+
+
+@pytest.mark.parametrize("address", ["", "not an address", "a@b@c", "张三@例子.中国"])
+def test_unusable_address_is_permanent(address: str) -> None:
+    """Unparseable or non-ASCII addresses are a permanent error, not a crash."""
+    with pytest.raises(PermanentDeliveryError):
+        render(envelope(address=address))
+
+
+def test_naive_date_is_permanent() -> None:
+    """A date without a time zone is refused."""
+    with pytest.raises(PermanentDeliveryError, match="timezone"):
+        render(envelope(), date=datetime(2024, 5, 15, 8, 0))  # noqa: DTZ001
+
+
+async def test_channel_sends_exactly_message_bytes() -> None:
+    """The wire carries message_bytes' output (boundaries aside), as the outbox does."""
+    handler = RecordingHandler()
+    async with running_server(handler) as server:
+        channel = EmailChannel(settings(server), clock=lambda: FIXED_NOW)
+        try:
+            await channel.send(envelope())
+        finally:
+            await channel.aclose()
+        received = await handler.next_message()
+    expected = render(envelope())
+    assert BOUNDARY.sub(b"B", received) == BOUNDARY.sub(b"B", expected)

@@ -21,6 +21,7 @@ from service.channels.base import (
     TransientDeliveryError,
     message_id_for,
 )
+from service.channels.email import message_bytes
 from service.channels.file_outbox import FileOutbox
 
 KEY = "2024-spring/liaison/2024-05/changchun/step1/zhangsan/email"
@@ -163,3 +164,24 @@ async def test_channel_views_serve_both_and_refuse_the_other(tmp_path: Path) -> 
     await sms_channel.send(sms_envelope())
     with pytest.raises(PermanentDeliveryError):
         await email_channel.send(sms_envelope())
+
+
+async def test_eml_holds_the_email_channel_bytes(tmp_path: Path) -> None:
+    """The .eml is message_bytes' output (what SMTP sends): CRLF, 7-bit, <= 78 columns."""
+    await outbox(tmp_path).send(email_envelope())
+    [path] = list((tmp_path / "email").glob("*.eml"))
+    raw = path.read_bytes()
+    expected = message_bytes(
+        email_envelope(),
+        from_addr="ajw@example.gov.cn",
+        from_name="吉林省安委办",
+        message_id_domain=DOMAIN,
+        date=NOW + timedelta(seconds=1),  # StepClock's first reading
+    )
+    boundary = re.compile(rb"={15}\d{19}==")
+    assert boundary.sub(b"B", raw) == boundary.sub(b"B", expected)
+    assert raw.isascii() and b"\n" not in raw.replace(b"\r\n", b"")
+    assert max(len(line) for line in raw.split(b"\r\n")) <= 78
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    [part] = list(msg.iter_attachments())
+    assert part.get_payload(decode=True) == "单位\n长春\n".encode()
