@@ -48,6 +48,8 @@ class Daemon:
         self._fingerprint = _fingerprint(self._inputs)
         self._scheduler: AsyncIOScheduler | None = None
         self._cycle_task: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
+        self._lock = asyncio.Lock()
 
     # -- reload ------------------------------------------------------------------------
     def maybe_reload(self) -> bool:
@@ -73,11 +75,12 @@ class Daemon:
     async def cycle(self, reason: str) -> None:
         if self.stop.is_set():
             return
-        self.maybe_reload()
-        try:
-            await self.app.reconciler.run_cycle(reason)
-        except Exception:  # a broken cycle must not kill the alarm clock
-            log.exception("cycle failed; the next tick retries")
+        async with self._lock:  # a reload never swaps the configuration mid-cycle
+            self.maybe_reload()
+            try:
+                await self.app.reconciler.run_cycle(reason)
+            except Exception:  # a broken cycle must not kill the alarm clock
+                log.exception("cycle failed; the next tick retries")
         wake = await self.app.reconciler.next_wake()
         if wake is not None and self._scheduler is not None and not self.stop.is_set():
             self._scheduler.add_job(
@@ -153,14 +156,11 @@ class Daemon:
 
     def _request_reload(self) -> None:
         self.reload_requested = True
-        if self._scheduler is not None:
-            self._scheduler.add_job(
-                self._run,
-                DateTrigger(datetime.now(self.app.runtime.model.schedule.campaign.tz)),
-                args=["reload"],
-                id="wake",
-                replace_existing=True,
-            )
+        # Not an APScheduler job: with max_instances=1 a one-off job is dropped while a
+        # cycle runs. The reconciler's lock already keeps cycles from overlapping.
+        task = asyncio.get_running_loop().create_task(self._run("reload"))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def _drain(self) -> None:
         task = self._cycle_task
