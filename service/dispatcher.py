@@ -119,10 +119,8 @@ class Dispatcher:
                 return await self._end(
                     msg, now, "stale", f"expired at {msg.expires_at.isoformat()}"
                 )
-            if msg.channel == "sms":
-                verdict = await self._sms_gate(msg, person, now)
-                if verdict is not None:
-                    return verdict
+            if msg.channel == "sms" and (verdict := await self._sms_window(msg, now)):
+                return verdict
             ctx, attachments = self._context(msg, person, counts, now)
             if ctx is None:
                 return await self._end(
@@ -134,36 +132,47 @@ class Dispatcher:
             return await self._end(
                 msg, now, "failed", f"internal error: {type(exc).__name__}: {exc}"
             )
-        return await self._send(msg, envelope, now)
-
-    async def _sms_gate(self, msg: Claimed, person: Person, now: datetime) -> str | None:
-        camp = self.runtime.model.schedule.campaign
-        opens = sms_window_open(now, camp.sending_window, self.runtime.model.calendar, camp.tz)
-        if opens > now:
-            if msg.expires_at is not None and opens > msg.expires_at:
-                return await self._end(msg, now, "stale", "no SMS sending window before it expired")
-            await self.outbox.retry_later(
-                msg,
-                self.worker,
-                now,
-                opens,
-                "waiting for the SMS sending window",
-                count_attempt=False,
-                outcome="deferred",
-            )
-            return "deferred"
-        slot = (person.id, now.astimezone(camp.tz).date().isoformat())
-        self._sms_today.setdefault(slot, 0)
-        if self._sms_today[slot] >= camp.sms_daily_cap:
+        if msg.channel != "sms":
+            return await self._send(msg, envelope, now)
+        slot = self._sms_slot(person, now)
+        if self._sms_today.get(slot, 0) >= self.runtime.model.schedule.campaign.sms_daily_cap:
+            cap = self.runtime.model.schedule.campaign.sms_daily_cap
             return await self._end(
                 msg,
                 now,
                 "cancelled",
-                f"daily SMS cap reached ({camp.sms_daily_cap} per recipient); "
-                "the email copy carries the message",
+                f"daily SMS cap reached ({cap} per recipient); the email copy carries the message",
             )
-        self._sms_today[slot] += 1  # reserve before the await so concurrent sends respect the cap
-        return None
+        # Reserve before the await so concurrent sends respect the cap; give the slot back
+        # unless the provider accepted the message.
+        self._sms_today[slot] = self._sms_today.get(slot, 0) + 1
+        outcome = await self._send(msg, envelope, now)
+        if outcome != "sent":
+            self._sms_today[slot] -= 1
+        return outcome
+
+    async def _sms_window(self, msg: Claimed, now: datetime) -> str | None:
+        """Outside the sending window an SMS waits for it (no attempt is counted)."""
+        camp = self.runtime.model.schedule.campaign
+        opens = sms_window_open(now, camp.sending_window, self.runtime.model.calendar, camp.tz)
+        if opens <= now:
+            return None
+        if msg.expires_at is not None and opens > msg.expires_at:
+            return await self._end(msg, now, "stale", "no SMS sending window before it expired")
+        await self.outbox.retry_later(
+            msg,
+            self.worker,
+            now,
+            opens,
+            "waiting for the SMS sending window",
+            count_attempt=False,
+            outcome="deferred",
+        )
+        return "deferred"
+
+    def _sms_slot(self, person: Person, now: datetime) -> tuple[str, str]:
+        tz = self.runtime.model.schedule.campaign.tz
+        return person.id, now.astimezone(tz).date().isoformat()
 
     async def _load_sms_counts(self, batch: list[Claimed], now: datetime) -> None:
         """One query per batch for the daily SMS cap (not one per message)."""

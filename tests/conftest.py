@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.clock import VirtualClock
 from service.model import CampaignModel, load_model
+from service.runtime import Runtime
 from service.store.db import create_engine, migrate
 from service.store.ledger import Ledger
 
@@ -164,3 +165,18 @@ async def migrated_engine(engine: AsyncEngine) -> AsyncEngine:
 def ledger(migrated_engine: AsyncEngine, clock: VirtualClock) -> Ledger:
     """The submissions ledger of the shipped campaign on a migrated database."""
     return Ledger(migrated_engine, "jilin-2023", clock)
+
+
+# --- Added for the planner / dispatcher / simulation tests ---------------------------------
+
+
+@pytest.fixture(scope="session")
+def templates_dir() -> Path:
+    """The shipped message templates (email/*, sms.yaml)."""
+    return ROOT / "templates"
+
+
+@pytest.fixture(scope="session")
+def runtime(schedule_path: Path, contacts_dir: Path, templates_dir: Path) -> Runtime:
+    """The shipped campaign with checked templates, loaded once (never mutated)."""
+    return Runtime.load(schedule_path, contacts_dir, templates_dir)
