@@ -128,6 +128,8 @@ def validate(ctx: typer.Context) -> None:
         from .templates import check_templates
 
         check_templates(model, state.settings.templates)
+        for warning in model.warnings():
+            typer.echo(f"警告 / warning: {warning}", err=True)
         n_sub = len(model.submittable())
         typer.echo(
             f"OK: {model.key}: {len(model.schedule.obligations)} obligations, "

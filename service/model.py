@@ -33,6 +33,29 @@ class CampaignModel:
     def occurrence(self, obligation: str, period: str) -> Occurrence | None:
         return self._by_key.get(f"{obligation}@{period}")
 
+    def warnings(self) -> list[str]:
+        """Gaps that would make reminders silently go nowhere: units owing work without a
+        liaison, units with a head escalation but no head, supervisors without email."""
+        out = []
+        owing = {uid for units in self.owers.values() for uid in units}
+        needs_head = {
+            uid
+            for ob in self.schedule.obligations
+            if any(step.notify == "head" for step in ob.escalation)
+            for uid in self.owers[ob.key]
+        }
+        for uid in sorted(owing):
+            if not self.directory.people_of(uid, "liaison"):
+                out.append(f"unit {uid} owes obligations but has no liaison: nobody is reminded")
+            if uid in needs_head and not self.directory.people_of(uid, "head"):
+                out.append(f"unit {uid} has no head: head escalations for it go nowhere")
+        out += [
+            f"supervisor {p.id} has no email address: digests are sent by email"
+            for p in self.directory.supervisors()
+            if not p.email and "email" in self.schedule.campaign.digest.channels
+        ]
+        return out
+
     def unit_index(self) -> dict[str, int]:
         """Positions of units, for compact per-occurrence count tables."""
         return {uid: i for i, uid in enumerate(self.directory.units)}
