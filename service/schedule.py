@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
@@ -26,6 +27,19 @@ Weekday = Literal["monday", "tuesday", "wednesday", "thursday", "friday", "satur
 WEEKDAYS: tuple[str, ...] = Weekday.__args__  # type: ignore[attr-defined]
 ChannelName = Literal["email", "sms"]
 MAX_CAMPAIGN_DAYS = 3 * 366
+_HHMM = re.compile(r"^([01]?\d|2[0-3]):([0-5]\d)$")
+
+
+def _local_time(value: Any) -> Any:
+    """Times of day are "HH:MM" local to the campaign: no offsets, no seconds counts."""
+    if isinstance(value, time) and value.tzinfo is None:
+        return value
+    if isinstance(value, str) and (m := _HHMM.match(value.strip())):
+        return time(int(m.group(1)), int(m.group(2)))
+    raise ValueError('expected a local time of day as "HH:MM" (quoted), e.g. "17:00"')
+
+
+LocalTime = Annotated[time, BeforeValidator(_local_time)]
 _YEAR_MONTH = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 
 
@@ -36,8 +50,8 @@ class Strict(BaseModel):
 class SendingWindow(Strict):
     """When SMS may be sent (email is not limited): local time, working days by default."""
 
-    start: time = time(8, 0)
-    end: time = time(20, 0)
+    start: LocalTime = time(8, 0)
+    end: LocalTime = time(20, 0)
     working_days_only: bool = True
 
     @model_validator(mode="after")
@@ -67,7 +81,7 @@ class OfficeContact(Strict):
 class DigestSpec(Strict):
     """Supervisors' overdue digests: one per supervisor per run."""
 
-    at: list[time] = [time(9, 30)]
+    at: list[LocalTime] = [time(9, 30)]
     working_days_only: bool = True
     channels: list[ChannelName] = ["email"]
     attachment: Literal["csv", "xlsx", "none"] = "xlsx"
@@ -79,7 +93,7 @@ class Campaign(Strict):
     timezone: str = "Asia/Shanghai"
     start: date
     end: date
-    due_time: time = time(17, 0)
+    due_time: LocalTime = time(17, 0)
     workdays: WorkdaysSpec = WorkdaysSpec()
     sending_window: SendingWindow = SendingWindow()
     channels: list[ChannelName] = ["email", "sms"]
@@ -184,7 +198,7 @@ class Event(Strict):
 
     type: Literal["event"]
     date: date
-    at: time
+    at: LocalTime
 
 
 Recurrence = Annotated[Once | Weekly | Monthly | Event, Field(discriminator="type")]
@@ -210,7 +224,7 @@ class Reminder(Strict):
 
     days: int = Field(ge=0, le=60)
     count: Literal["working", "calendar"] = "working"
-    at: time = time(9, 0)
+    at: LocalTime = time(9, 0)
     channels: list[ChannelName] | None = None
 
 
@@ -219,7 +233,7 @@ class EscalationStep(Strict):
 
     after_days: int = Field(ge=0, le=60)
     count: Literal["working", "calendar"] = "working"
-    at: time = time(9, 0)
+    at: LocalTime = time(9, 0)
     notify: Literal["liaison", "head", "supervisors"]
     channels: list[ChannelName] | None = None
 
@@ -231,7 +245,7 @@ class Obligation(Strict):
     who: Selector
     recurrence: Recurrence
     quota: Quota = Quota()
-    due_time: time | None = None
+    due_time: LocalTime | None = None
     holiday_policy: HolidayPolicy = HolidayPolicy.PREVIOUS_WORKING_DAY
     reminders: list[Reminder] = []
     escalation: list[EscalationStep] = []

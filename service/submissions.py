@@ -44,8 +44,12 @@ def check(model: CampaignModel, unit: str, obligation: str, period: str, count: 
         raise LedgerError(f"period: {obligation!r} has no period {period!r} (periods: {periods})")
     if unit not in model.owers[obligation]:
         raise LedgerError(f"unit: {unit!r} does not owe {obligation!r}")
-    if count < 1:
-        raise LedgerError("count: must be at least 1")
+    if not 1 <= count <= MAX_COUNT:
+        raise LedgerError(f"count: must be between 1 and {MAX_COUNT}")
+
+
+MIN_YEAR, MAX_YEAR = 1970, 2200  # anything else is a typo, and could not be stored
+MAX_COUNT = 10_000
 
 
 def parse_time(text: str, tz_name: str) -> datetime:
@@ -53,7 +57,10 @@ def parse_time(text: str, tz_name: str) -> datetime:
     from zoneinfo import ZoneInfo
 
     value = datetime.fromisoformat(text.strip())
-    return value if value.tzinfo else value.replace(tzinfo=ZoneInfo(tz_name))
+    value = value if value.tzinfo else value.replace(tzinfo=ZoneInfo(tz_name))
+    if not MIN_YEAR <= value.year <= MAX_YEAR:
+        raise ValueError(f"{text.strip()!r} is outside {MIN_YEAR}..{MAX_YEAR}")
+    return value
 
 
 def load_submissions_csv(path: Path, model: CampaignModel) -> list[NewSubmission]:

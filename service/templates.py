@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from jinja2 import FileSystemLoader, StrictUndefined, TemplateError
+from jinja2 import FileSystemLoader, StrictUndefined
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -119,6 +119,22 @@ class Templates:
         return problems
 
 
+def _template_location(exc: BaseException, folder: Path) -> tuple[str | None, int | None]:
+    """The template file and line an error came from (Jinja maps frames to templates)."""
+    name = getattr(exc, "filename", None)
+    line = getattr(exc, "lineno", None)
+    if name and line:
+        return str(name), int(line)
+    root = str(folder.resolve())
+    tb = exc.__traceback__
+    while tb is not None:
+        filename = tb.tb_frame.f_code.co_filename
+        if filename.startswith(root) or filename.startswith(str(folder)):
+            name, line = filename, tb.tb_lineno
+        tb = tb.tb_next
+    return name, line
+
+
 def check_templates(model: Any, folder: Path) -> Templates:
     """Render every kind on every channel against sample data; report all problems."""
     from .messages import sample_contexts  # local: messages imports this module
@@ -136,10 +152,9 @@ def check_templates(model: Any, folder: Path) -> Templates:
             where = str(folder / ("sms.yaml" if channel == "sms" else f"email/{kind}.*"))
             try:
                 rendered = templates.render(kind, channel, ctx)
-            except TemplateError as exc:
-                line = getattr(exc, "lineno", None)
-                name = getattr(exc, "filename", None) or where
-                problems.append(Problem(name, line, kind, f"{type(exc).__name__}: {exc}"))
+            except Exception as exc:  # sandbox refusals, undefined names, OverflowError…
+                name, line = _template_location(exc, folder)
+                problems.append(Problem(name or where, line, kind, f"{type(exc).__name__}: {exc}"))
                 continue
             if channel == "sms":
                 problems += templates.check_sms(kind, rendered, where)
