@@ -18,7 +18,14 @@ from typing import Any
 
 import structlog
 
-from .channels.base import Attachment, Channel, DeliveryError, Envelope, mask_address
+from .channels.base import (
+    Attachment,
+    Channel,
+    DeliveryError,
+    Envelope,
+    StatusQuery,
+    mask_address,
+)
 from .clock import Clock
 from .directory import Person
 from .messages import XLSX_MIME, digest_context, digest_csv, digest_rows, digest_xlsx, unit_context
@@ -250,7 +257,11 @@ class Dispatcher:
             return await self._end(msg, now, "failed", f"no {msg.channel} channel is configured")
         started = time.perf_counter()
         try:
-            result = await channel.send(envelope)
+            found = None
+            if msg.attempts > 0 and isinstance(channel, StatusQuery):
+                # An earlier attempt may have been accepted (timeout, crash): ask first.
+                found = await channel.find_accepted(envelope, msg.due_at - timedelta(days=1))
+            result = found or await channel.send(envelope)
         except DeliveryError as exc:
             ms = int((time.perf_counter() - started) * 1000)
             error = f"{type(exc).__name__}: {exc}" + (f" [{exc.code}]" if exc.code else "")

@@ -105,6 +105,12 @@ class Planner:
         directory = self.model.directory
         camp = self._camp.key
         group = "+".join(step.periods)
+        # The timing depends on the step and the channel only: computed once per step, not
+        # once per message (the SMS window walks the holiday calendar).
+        timing = {
+            channel: self._timing(step.moment, step.expires_at, channel, now)
+            for channel in step.channels
+        }
         for unit in self.model.owers[step.obligation]:
             if step.kind == "notice":
                 about = tuple(o.key for o in step.occurrences)
@@ -120,9 +126,7 @@ class Planner:
                     key = (
                         f"{camp}/{step.obligation}/{group}/{unit}/{step.name}/{person.id}/{channel}"
                     )
-                    next_at, status, reason = self._timing(
-                        step.moment, step.expires_at, channel, now
-                    )
+                    next_at, status, reason = timing[channel]
                     out.append(
                         PlannedMessage(
                             key=key,

@@ -129,7 +129,7 @@ def _template_location(exc: BaseException, folder: Path) -> tuple[str | None, in
     tb = exc.__traceback__
     while tb is not None:
         filename = tb.tb_frame.f_code.co_filename
-        if filename.startswith(root) or filename.startswith(str(folder)):
+        if filename.startswith((root, str(folder))):
             name, line = filename, tb.tb_lineno
         tb = tb.tb_next
     return name, line

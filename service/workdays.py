@@ -47,12 +47,19 @@ class WorkdayCalendar:
         self._own_years = frozenset(own_years)
         self._source = source
         self.data_range = _data_years()
+        self._known: dict[date, bool] = {}  # answers so far: the inputs never change
 
     def covers(self, day: date) -> bool:
         lo, hi = self.data_range
         return lo <= day.year <= hi or day.year in self._own_years
 
     def is_workday(self, day: date) -> bool:
+        known = self._known.get(day)
+        if known is None:
+            known = self._known[day] = self._is_workday(day)
+        return known
+
+    def _is_workday(self, day: date) -> bool:
         if day in self._workdays:
             return True
         if day in self._holidays:

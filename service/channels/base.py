@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Literal, Protocol, runtime_checkable
 
 ChannelName = Literal["email", "sms"]
@@ -101,6 +102,20 @@ class Channel(Protocol):
     async def send(self, envelope: Envelope) -> SendResult: ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class StatusQuery(Protocol):
+    """A channel whose provider can say whether it already accepted a message.
+
+    SMS providers' SendSms is not idempotent: after a timeout (or a crash after the send)
+    the dispatcher asks before sending again. ``find_accepted`` returns the provider's
+    record for ``envelope`` (matched by the out-id derived from its key) accepted at or
+    after ``since``, or None when the provider has no such record. It raises
+    :class:`DeliveryError` when the provider cannot answer.
+    """
+
+    async def find_accepted(self, envelope: Envelope, since: datetime) -> SendResult | None: ...
 
 
 def message_id_for(key: str, domain: str) -> str:

@@ -182,11 +182,15 @@ class Outbox:
             sa.and_(m.status == "pending", m.next_attempt_at <= now),
             sa.and_(m.status == "sending", m.lease_until < now),
         )
-        values = {
+        values: dict[str, Any] = {
             "status": "sending",
             "claimed_by": worker,
             "lease_until": now + lease,
             "updated_at": now,
+            # A dead lease means a worker died mid-send: that was an attempt whose outcome
+            # is unknown. Counting it makes the dispatcher ask providers that can answer.
+            "attempts": messages.c.attempts
+            + sa.case((messages.c.status == "sending", 1), else_=0),
         }
         async with self.engine.begin() as conn:
             if self._pg:
