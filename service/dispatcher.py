@@ -100,16 +100,25 @@ class Dispatcher:
         await self._load_sms_counts(batch, now)
         sem = asyncio.Semaphore(self.policy.concurrency)
         pending = list(batch)
+        broken: list[BaseException] = []
 
         async def one(msg: Claimed) -> None:
             async with sem:
-                if self.stopping.is_set():
+                if self.stopping.is_set() or broken:
                     return
                 pending.remove(msg)
-                outcome = await self._process(msg, counts, now)
+                try:
+                    outcome = await self._process(msg, counts, now)
+                except Exception as exc:
+                    # The store failed even after reconnecting: send nothing more. What is
+                    # left stays claimed and returns when its lease expires.
+                    broken.append(exc)
+                    return
                 setattr(stats, outcome, getattr(stats, outcome) + 1)
 
         await asyncio.gather(*(one(m) for m in batch))
+        if broken:
+            raise broken[0]
         if pending:  # stop requested: hand back what never started
             await self.outbox.release(pending, self.worker, self.clock.now())
         return stats

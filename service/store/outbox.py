@@ -15,13 +15,16 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+import structlog
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from ..planner import PlannedMessage
 from .tables import delivery_attempts, messages, planner_state
 
+log = structlog.get_logger("service.outbox")
 FINAL = ("sent", "cancelled", "stale", "failed")
 _CHUNK = 500
 
@@ -69,6 +72,35 @@ def _claimed(row: Sequence[Any]) -> Claimed:
 _Transition = tuple[int, str, dict[str, Any], dict[str, Any]]
 
 
+_RECONNECT_DELAYS = (0.05, 0.2, 0.5, 1.0, 2.0)
+
+
+async def _with_reconnect(
+    apply: Callable[[list[_Transition]], Awaitable[list[bool]]], items: list[_Transition]
+) -> list[bool]:
+    """Re-run a transition batch after a dropped connection or a busy database.
+
+    The updates are conditional (``status = 'sending' AND claimed_by = me``), so running
+    them again is harmless: if the first commit did land, they match nothing and report
+    the lease as lost instead of recording twice. Losing the record of a sent message,
+    by contrast, would mean sending it again once the lease expires.
+    """
+    for delay in (*_RECONNECT_DELAYS, None):
+        try:
+            return await apply(items)
+        except (DBAPIError, OSError) as exc:
+            retryable = (
+                isinstance(exc, OSError)
+                or exc.connection_invalidated
+                or isinstance(exc, OperationalError | InterfaceError)
+            )
+            if delay is None or not retryable:
+                raise
+            log.warning("recording delivery results failed; retrying", error=str(exc)[:200])
+            await asyncio.sleep(delay)
+    raise AssertionError("unreachable")
+
+
 class _GroupCommit:
     """Queue state transitions and write whatever has queued up in one transaction.
 
@@ -92,7 +124,7 @@ class _GroupCommit:
         while self._queue:
             batch, self._queue = self._queue[:_CHUNK], self._queue[_CHUNK:]
             try:
-                results = await self._apply([item for item, _ in batch])
+                results = await _with_reconnect(self._apply, [item for item, _ in batch])
             except BaseException as exc:  # hand the failure to every waiting caller
                 for _, future in batch:
                     if not future.done():
@@ -189,8 +221,7 @@ class Outbox:
             "updated_at": now,
             # A dead lease means a worker died mid-send: that was an attempt whose outcome
             # is unknown. Counting it makes the dispatcher ask providers that can answer.
-            "attempts": messages.c.attempts
-            + sa.case((messages.c.status == "sending", 1), else_=0),
+            "attempts": messages.c.attempts + sa.case((messages.c.status == "sending", 1), else_=0),
         }
         async with self.engine.begin() as conn:
             if self._pg:
