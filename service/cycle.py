@@ -11,11 +11,13 @@ import structlog
 
 from .clock import Clock
 from .dispatcher import Dispatcher, Stats
+from .planner import PlannedMessage
 from .runtime import Runtime
 from .store.ledger import Ledger
 from .store.outbox import Outbox
 
 log = structlog.get_logger("service.cycle")
+_INSERT_BATCH = 5_000  # planned messages held in memory before they are inserted
 
 
 @dataclass
@@ -54,10 +56,18 @@ class Reconciler:
             )
             return 0, 0
         counts = await self.ledger.count_table(self.runtime.unit_index, as_of=now)
-        plan = self.runtime.planner.plan(counts, since, now)
-        new = await self.outbox.insert(plan.messages, now) if plan.messages else 0
+        planned = new = 0
+        buffer: list[PlannedMessage] = []
+        for chunk in self.runtime.planner.iter_plan(counts, since, now):
+            buffer += chunk
+            if len(buffer) >= _INSERT_BATCH:
+                planned, new = planned + len(buffer), new + await self.outbox.insert(buffer, now)
+                buffer = []
+        if buffer:
+            planned, new = planned + len(buffer), new + await self.outbox.insert(buffer, now)
+        # Only now is the window done: a crash before this line re-plans it (idempotently).
         await self.outbox.set_planned_through(min(now, end), now)
-        return len(plan.messages), new
+        return planned, new
 
     async def run_cycle(self, reason: str = "tick") -> CycleResult:
         async with self._lock:

@@ -9,6 +9,7 @@ processes) and inserting with ON CONFLICT DO NOTHING changes nothing.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -63,13 +64,21 @@ class Planner:
 
     def plan(self, counts: Counts, since: datetime | None, now: datetime) -> Plan:
         plan = Plan()
+        for chunk in self.iter_plan(counts, since, now):
+            plan.messages += chunk
+        return plan
+
+    def iter_plan(
+        self, counts: Counts, since: datetime | None, now: datetime
+    ) -> Iterator[list[PlannedMessage]]:
+        """The same plan, one step at a time: a national catch-up plans millions of
+        messages, which the caller inserts as they come instead of holding them all."""
         now = min(now, self.timeline.end)
         for step in self.timeline.steps_between(since, now):
-            plan.messages += self._step_messages(step, counts, now)
+            yield self._step_messages(step, counts, now)
         slot = self.timeline.latest_slot(since, now)
         if slot is not None:
-            plan.messages += self.digest_messages(slot, counts, now)
-        return plan
+            yield self.digest_messages(slot, counts, now)
 
     def _timing(
         self, moment: datetime, expires: datetime, channel: str, now: datetime
