@@ -23,6 +23,7 @@ from .channels.base import (
     Channel,
     DeliveryError,
     Envelope,
+    SendResult,
     StatusQuery,
     mask_address,
 )
@@ -268,8 +269,7 @@ class Dispatcher:
         try:
             found = None
             if msg.attempts > 0 and isinstance(channel, StatusQuery):
-                # An earlier attempt may have been accepted (timeout, crash): ask first.
-                found = await channel.find_accepted(envelope, msg.due_at - timedelta(days=1))
+                found = await self._already_accepted(channel, envelope, msg)
             result = found or await channel.send(envelope)
         except DeliveryError as exc:
             ms = int((time.perf_counter() - started) * 1000)
@@ -320,6 +320,26 @@ class Dispatcher:
             return "lost_lease"
         log.debug("sent", key=msg.key, channel=msg.channel, to=mask_address(envelope.address))
         return "sent"
+
+    async def _already_accepted(
+        self, channel: StatusQuery, envelope: Envelope, msg: Claimed
+    ) -> SendResult | None:
+        """An earlier attempt may have been accepted (timeout, crash): ask before resending.
+
+        A transient query failure retries the whole message later; a permanent one (e.g.
+        the account may send but not query) falls back to sending with the same out-id.
+        """
+        try:
+            return await channel.find_accepted(envelope, msg.due_at - timedelta(days=1))
+        except DeliveryError as exc:
+            if not exc.permanent:
+                raise
+            log.warning(
+                "status query refused; resending with the same out-id",
+                key=msg.key,
+                error=str(exc)[:200],
+            )
+            return None
 
     async def _end(
         self,

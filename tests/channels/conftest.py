@@ -1,4 +1,10 @@
-"""SMS test fixtures: a loopback HTTP/1.1 server that re-verifies SMS signatures."""
+"""SMS test fixtures: a loopback HTTP/1.1 server that re-verifies SMS signatures.
+
+The Alibaba Cloud and Tencent Cloud fakes also keep a record of every SMS they accepted
+(``SmsRecord``) and answer the status queries from it: ``QuerySendDetails`` and
+``PullSmsSendStatusByPhoneNumber``. ``mark`` sets a record's receipt (delivered/failed),
+``seed`` adds records that never went through SendSms (other messages, for paging).
+"""
 
 from __future__ import annotations
 
@@ -11,7 +17,7 @@ import json
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlsplit
@@ -26,6 +32,7 @@ from service.channels.sms_tencent import TencentSms
 from service.channels.sms_webhook import WebhookSettings, WebhookSms
 
 FIXED_NOW = datetime(2023, 6, 16, 1, 30, tzinfo=UTC)
+CHINA = timezone(timedelta(hours=8))
 SIGN_NAME = "吉林省应急管理厅"
 ALIYUN_KEY_ID, ALIYUN_SECRET = "LTAI-test-id", "aliyun-test-secret"
 TENCENT_ID, TENCENT_KEY = "AKID-test-id", "tencent-test-key"
@@ -62,7 +69,12 @@ Handler = Callable[[RawRequest], Reply]
 
 
 class LoopbackServer:
-    """HTTP/1.1 on 127.0.0.1:0; ``fault`` (http429/http500/hang) beats the provider."""
+    """HTTP/1.1 on 127.0.0.1:0; ``fault`` (http429/http500/hang/late) beats the provider.
+
+    ``hang`` holds the request without handing it to the provider; ``late`` lets the
+    provider handle (and record) it, then holds the reply until the server closes: the
+    client times out on a request the provider did accept.
+    """
 
     def __init__(self, provider: Handler) -> None:
         self.provider = provider
@@ -90,9 +102,7 @@ class LoopbackServer:
             await asyncio.gather(*self._tasks, return_exceptions=True)
             await self._server.wait_closed()
 
-    async def _serve(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
@@ -109,6 +119,11 @@ class LoopbackServer:
             writer.close()
 
     async def _answer(self, request: RawRequest) -> Reply:
+        if self.fault == "late":
+            reply = self.provider(request)
+            self.hung.set()
+            await self._release.wait()
+            return reply
         if self.fault == "hang":
             self.hung.set()
             await self._release.wait()
@@ -158,8 +173,54 @@ def _aliyun_error(status: int, code: str, message: str) -> Reply:
     return Reply(status, payload)
 
 
-class AliyunFake:
-    """dysmsapi SendSms: re-verifies RPC V2 in its own code, then answers ``answer``."""
+@dataclass
+class SmsRecord:
+    """One SMS a fake provider accepted; ``status`` is its receipt so far."""
+
+    phone: str  # 11 digits, no country code
+    out_id: str  # Aliyun OutId / Tencent SessionContext
+    sent_at: datetime  # from the request's own timestamp (the channel's clock)
+    provider_id: str  # Aliyun BizId / Tencent SerialNo
+    template_code: str = ""
+    content: str = ""
+    status: str = "waiting"  # waiting (no receipt yet) | delivered | failed
+    received_at: datetime | None = None
+
+
+class _Records:
+    """The accepted-SMS store shared by both fakes."""
+
+    def __init__(self) -> None:
+        self.records: list[SmsRecord] = []
+
+    def seed(self, *records: SmsRecord) -> None:
+        """Add records as if other SMS had been accepted earlier."""
+        self.records.extend(records)
+
+    def mark(self, out_id: str, status: str, *, at: datetime | None = None) -> None:
+        """Give every record of ``out_id`` a receipt: ``delivered`` or ``failed``."""
+        assert status in ("waiting", "delivered", "failed")
+        matched = [r for r in self.records if r.out_id == out_id]
+        assert matched, f"no record for {out_id}"
+        for record in matched:
+            record.status = status
+            record.received_at = None if status == "waiting" else (at or record.sent_at)
+
+
+def _national(phone: str) -> str:
+    return phone.removeprefix("+86").removeprefix("0086")
+
+
+_ALIYUN_SEND_STATUS = {"waiting": 1, "failed": 2, "delivered": 3}
+_ALIYUN_ERR_CODE = {"waiting": "", "failed": "MK:0001", "delivered": "DELIVERED"}
+
+
+class AliyunFake(_Records):
+    """dysmsapi SendSms and QuerySendDetails: re-verifies RPC V2 in its own code.
+
+    SendSms answers ``answer`` and records the SMS when that answer is ``ok``;
+    QuerySendDetails answers ``query_answer`` (``ok``: the matching records).
+    """
 
     ANSWERS = {
         "ok": {"Code": "OK", "Message": "OK", "BizId": "900619746936498440^0"},
@@ -176,12 +237,31 @@ class AliyunFake:
             "Message": "模板不合法",
         },
     }
+    QUERY_ERRORS = {
+        "throttle": (400, "Throttling.User", "Request was denied due to user flow control."),
+        "system_error": (200, "isp.SYSTEM_ERROR", "系统错误"),
+        "ram_deny": (200, "isp.RAM_PERMISSION_DENY", "RAM权限DENY"),
+    }
 
     def __init__(self, secrets: dict[str, str]) -> None:
+        super().__init__()
         self.secrets = secrets
         self.answer = "ok"
-        self.accepted: list[dict[str, str]] = []
+        self.query_answer = "ok"
+        self.accepted: list[dict[str, str]] = []  # every request whose signature verified
         self._nonces: set[str] = set()
+
+    def sends(self, out_id: str | None = None) -> list[dict[str, str]]:
+        """The verified SendSms requests (for one OutId)."""
+        return [
+            p
+            for p in self.accepted
+            if p["Action"] == "SendSms" and out_id in (None, p.get("OutId"))
+        ]
+
+    def queries(self) -> list[dict[str, str]]:
+        """The verified QuerySendDetails requests."""
+        return [p for p in self.accepted if p["Action"] == "QuerySendDetails"]
 
     def __call__(self, request: RawRequest) -> Reply:
         params = request.query
@@ -197,9 +277,7 @@ class AliyunFake:
 
         query = "&".join(f"{enc(k)}={enc(params[k])}" for k in sorted(params))
         to_sign = f"{request.method}&%2F&{enc(query)}"
-        digest = hmac.new(
-            f"{secret}&".encode(), to_sign.encode(), hashlib.sha1
-        ).digest()
+        digest = hmac.new(f"{secret}&".encode(), to_sign.encode(), hashlib.sha1).digest()
         if not hmac.compare_digest(signature, base64.b64encode(digest).decode()):
             message = (
                 "Specified signature does not match our calculation. "
@@ -212,23 +290,88 @@ class AliyunFake:
             )
         self._nonces.add(params["SignatureNonce"])
         self.accepted.append(params)
+        if params.get("Action") == "QuerySendDetails":
+            return self._query_send_details(params)
+        if params.get("Action") != "SendSms":
+            return _aliyun_error(404, "InvalidAction.NotFound", "Specified api is not found.")
+        answer = self.ANSWERS[self.answer]
+        if self.answer == "ok":
+            sent_at = datetime.strptime(params["Timestamp"] + "+0000", "%Y-%m-%dT%H:%M:%SZ%z")
+            self.records.append(
+                SmsRecord(
+                    phone=_national(params["PhoneNumbers"]),
+                    out_id=params.get("OutId", ""),
+                    sent_at=sent_at,
+                    provider_id=answer["BizId"],
+                    template_code=params["TemplateCode"],
+                    content=params.get("TemplateParam", ""),
+                )
+            )
+        return Reply(200, {"RequestId": "A0000000-0000-0000-0000-000000000000", **answer})
+
+    def _query_send_details(self, params: dict[str, str]) -> Reply:
+        if self.query_answer in self.QUERY_ERRORS:
+            return _aliyun_error(*self.QUERY_ERRORS[self.query_answer])
+        send_date = params.get("SendDate", "")
+        try:
+            day = datetime.strptime(send_date + "+0800", "%Y%m%d%z").date()
+            size, page = int(params["PageSize"]), int(params["CurrentPage"])
+            phone = _national(params["PhoneNumber"])
+        except (KeyError, ValueError):
+            return _aliyun_error(200, "isv.INVALID_PARAMETERS", "参数异常")
+        if not (1 <= size <= 50 and page >= 1 and len(send_date) == 8):
+            return _aliyun_error(200, "isv.INVALID_PARAMETERS", "参数异常")
+        matching = sorted(
+            (
+                r
+                for r in self.records
+                if r.phone == phone
+                and r.sent_at.astimezone(CHINA).date() == day
+                and params.get("BizId") in (None, r.provider_id)
+            ),
+            key=lambda r: r.sent_at,
+            reverse=True,
+        )
+
+        def china(moment: datetime | None) -> str:
+            return "" if moment is None else moment.astimezone(CHINA).strftime("%Y-%m-%d %H:%M:%S")
+
+        details = [
+            {
+                "PhoneNum": r.phone,
+                "SendStatus": _ALIYUN_SEND_STATUS[r.status],
+                "ErrCode": _ALIYUN_ERR_CODE[r.status],
+                "TemplateCode": r.template_code,
+                "Content": r.content,
+                "SendDate": china(r.sent_at),
+                "ReceiveDate": china(r.received_at),
+                "OutId": r.out_id,
+            }
+            for r in matching[(page - 1) * size : page * size]
+        ]
         return Reply(
             200,
             {
-                "RequestId": "A0000000-0000-0000-0000-000000000000",
-                **self.ANSWERS[self.answer],
+                "RequestId": "B0000000-0000-0000-0000-000000000000",
+                "Code": "OK",
+                "Message": "OK",
+                "TotalCount": str(len(matching)),
+                "SmsSendDetailDTOs": {"SmsSendDetailDTO": details},
             },
         )
 
 
 def _tencent(body: dict[str, Any]) -> Reply:
-    return Reply(
-        200, {"Response": {**body, "RequestId": "a5b6d2b2-0000-4f0c-8d1e-000000000000"}}
-    )
+    return Reply(200, {"Response": {**body, "RequestId": "a5b6d2b2-0000-4f0c-8d1e-000000000000"}})
 
 
-class TencentFake:
-    """Tencent SendSms: re-verifies TC3 in its own code, then answers ``answer``."""
+class TencentFake(_Records):
+    """Tencent SendSms and PullSmsSendStatusByPhoneNumber: re-verifies TC3 in its own code.
+
+    SendSms answers ``answer`` and records the SMS when its status is Ok. The status pull
+    answers ``query_answer`` (``ok``: the records with a receipt, received within
+    [BeginTime, EndTime], oldest first; ``Offset`` is ignored, as documented "fixed at 0").
+    """
 
     STATUSES = {
         "ok": ("Ok", "send success"),
@@ -242,20 +385,26 @@ class TencentFake:
             "incorrect phone number",
         ),
     }
-    ERRORS = {"request_limit": ("RequestLimitExceeded", "request limit exceeded")}
+    ERRORS = {
+        "request_limit": ("RequestLimitExceeded", "request limit exceeded"),
+        "unauthorized": (
+            "UnauthorizedOperation.SmsSdkAppIdVerifyFail",
+            "SmsSdkAppId verify fail",
+        ),
+    }
 
     def __init__(self, secrets: dict[str, str]) -> None:
+        super().__init__()
         self.secrets = secrets
         self.answer = "ok"
+        self.query_answer = "ok"
         self.accepted: list[tuple[dict[str, str], dict[str, Any]]] = []
 
     def _expected(self, request: RawRequest, secret_id: str, names: list[str]) -> str:
         secret = self.secrets[secret_id]
         timestamp = int(request.headers["x-tc-timestamp"])
         date = datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d")
-        headers = "".join(
-            f"{n}:{request.headers.get(n, '').strip().lower()}\n" for n in names
-        )
+        headers = "".join(f"{n}:{request.headers.get(n, '').strip().lower()}\n" for n in names)
         url = urlsplit(request.target)
         payload_hash = hashlib.sha256(request.body).hexdigest()
         canonical = "\n".join(
@@ -283,9 +432,7 @@ class TencentFake:
     def __call__(self, request: RawRequest) -> Reply:
         auth = request.headers.get("authorization", "")
         fields = dict(
-            p.strip().split("=", 1)
-            for p in auth.partition(" ")[2].split(",")
-            if "=" in p
+            p.strip().split("=", 1) for p in auth.partition(" ")[2].split(",") if "=" in p
         )
         secret_id = fields.get("Credential", "").split("/")[0]
         names = fields.get("SignedHeaders", "").split(";")
@@ -299,19 +446,21 @@ class TencentFake:
                 }
             )
         signed_ok = {"content-type", "host"} <= set(names)
-        if not (
-            signed_ok
-            and hmac.compare_digest(auth, self._expected(request, secret_id, names))
-        ):
+        if not (signed_ok and hmac.compare_digest(auth, self._expected(request, secret_id, names))):
             message = (
                 "The provided credentials could not be validated. "
                 "Please check your signature is correct."
             )
-            return _tencent(
-                {"Error": {"Code": "AuthFailure.SignatureFailure", "Message": message}}
-            )
+            return _tencent({"Error": {"Code": "AuthFailure.SignatureFailure", "Message": message}})
         body = json.loads(request.body)
         self.accepted.append((request.headers, body))
+        action = request.headers.get("x-tc-action", "")
+        if action == "PullSmsSendStatusByPhoneNumber":
+            return self._pull_send_status(request, body)
+        if action != "SendSms":
+            return _tencent(
+                {"Error": {"Code": "InvalidAction", "Message": f"unknown action {action}"}}
+            )
         if self.answer in self.ERRORS:
             code, message = self.ERRORS[self.answer]
             return _tencent({"Error": {"Code": code, "Message": message}})
@@ -325,7 +474,75 @@ class TencentFake:
             "Message": message,
             "IsoCode": "CN",
         }
+        if code == "Ok":
+            timestamp = int(request.headers["x-tc-timestamp"])
+            self.records.append(
+                SmsRecord(
+                    phone=_national(body["PhoneNumberSet"][0]),
+                    out_id=body.get("SessionContext", ""),
+                    sent_at=datetime.fromtimestamp(timestamp, UTC),
+                    provider_id=status["SerialNo"],
+                    template_code=body["TemplateId"],
+                    content=json.dumps(body.get("TemplateParamSet", []), ensure_ascii=False),
+                )
+            )
         return _tencent({"SendStatusSet": [status]})
+
+    def sends(self, context: str | None = None) -> list[dict[str, Any]]:
+        """The verified SendSms bodies (for one SessionContext)."""
+        return [
+            b
+            for h, b in self.accepted
+            if h.get("x-tc-action") == "SendSms" and context in (None, b.get("SessionContext"))
+        ]
+
+    def pulls(self) -> list[dict[str, Any]]:
+        """The verified PullSmsSendStatusByPhoneNumber bodies."""
+        return [
+            b for h, b in self.accepted if h.get("x-tc-action") == "PullSmsSendStatusByPhoneNumber"
+        ]
+
+    def _pull_send_status(self, request: RawRequest, body: dict[str, Any]) -> Reply:
+        if self.query_answer in self.ERRORS:
+            code, message = self.ERRORS[self.query_answer]
+            return _tencent({"Error": {"Code": code, "Message": message}})
+        now = int(request.headers["x-tc-timestamp"])
+        begin, end, limit = body.get("BeginTime"), body.get("EndTime", now), body.get("Limit")
+        valid = (
+            all(isinstance(v, int) for v in (begin, end, limit, body.get("Offset")))
+            and isinstance(body.get("PhoneNumber"), str)
+            and body["PhoneNumber"].startswith("+")
+            and isinstance(body.get("SmsSdkAppId"), str)
+        )
+        if not valid or not (1 <= limit <= 100) or begin < now - 7 * 86400:
+            return _tencent(
+                {"Error": {"Code": "InvalidParameterValue", "Message": "invalid parameter"}}
+            )
+        phone = _national(body["PhoneNumber"])
+        seen = sorted(
+            (
+                r
+                for r in self.records
+                if r.phone == phone
+                and r.received_at is not None
+                and begin <= int(r.received_at.timestamp()) <= end
+            ),
+            key=lambda r: r.received_at or r.sent_at,
+        )
+        rows = [
+            {
+                "UserReceiveTime": int(r.received_at.timestamp()) if r.received_at else None,
+                "CountryCode": "86",
+                "SubscriberNumber": r.phone,
+                "PhoneNumber": f"+86{r.phone}",
+                "SerialNo": r.provider_id,
+                "ReportStatus": "SUCCESS" if r.status == "delivered" else "FAIL",
+                "Description": "DELIVRD" if r.status == "delivered" else "MK:0001",
+                "SessionContext": r.out_id,
+            }
+            for r in seen[:limit]
+        ]
+        return _tencent({"PullSmsSendStatusSet": rows})
 
 
 class WebhookFake:
