@@ -98,14 +98,14 @@ class Directory:
     units: dict[str, Unit]
     people: list[Person]
     _children: dict[str, list[str]] = field(default_factory=dict, repr=False)
-    _by_role: dict[tuple[str, str], list[Person]] = field(default_factory=dict, repr=False)
+    _by_unit: dict[str, list[Person]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         for unit in self.units.values():
             if unit.parent:
                 self._children.setdefault(unit.parent, []).append(unit.id)
         for person in self.people:
-            self._by_role.setdefault((person.unit, person.role), []).append(person)
+            self._by_unit.setdefault(person.unit, []).append(person)
 
     def subtree(self, root: str) -> list[str]:
         """``root`` and every unit below it, depth first."""
@@ -127,7 +127,7 @@ class Directory:
         ]
 
     def people_of(self, unit: str, role: Role) -> list[Person]:
-        return self._by_role.get((unit, role), [])
+        return [p for p in self._by_unit.get(unit, ()) if p.role == role]
 
     def supervisors(self) -> list[Person]:
         return [p for p in self.people if p.role == "supervisor"]

@@ -7,7 +7,6 @@ ruamel.yaml node positions (YAML) or the row numbers (CSV) next to the plain dat
 from __future__ import annotations
 
 import csv
-import io
 import sys
 import warnings
 from collections.abc import Iterator, Sequence
@@ -156,24 +155,46 @@ def to_plain(node: Any) -> Any:
     return node
 
 
+_SHARED_COLUMNS = frozenset({"kind", "parent", "unit", "role", "scope", "tags"})
+
+
 def iter_csv(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
-    """Rows of a CSV file with their 1-based line numbers (header is line 1), lazily."""
-    text = read_text(path, MAX_CSV_BYTES)
-    reader = csv.DictReader(io.StringIO(text))
+    """Rows of a CSV file with their 1-based line numbers (header is line 1), streamed
+    from disk: a national directory is never held as one string."""
     try:
-        for row in reader:
-            if None in row:
-                raise ConfigError(
-                    [Problem(str(path), reader.line_num, "", "more cells than header columns")]
+        if path.stat().st_size > MAX_CSV_BYTES:
+            raise ConfigError([Problem(str(path), None, "", "file is larger than 512 MB")])
+        fh = path.open(encoding="utf-8-sig", newline="")
+    except FileNotFoundError:
+        raise ConfigError([Problem(str(path), None, "", "file not found")]) from None
+    except OSError as exc:
+        raise ConfigError([Problem(str(path), None, "", exc.strerror or str(exc))]) from None
+    with fh:
+        reader = csv.DictReader(fh)
+        try:
+            for row in reader:
+                if None in row:
+                    raise ConfigError(
+                        [Problem(str(path), reader.line_num, "", "more cells than header columns")]
+                    )
+                if not any((v or "").strip() for v in row.values()):
+                    continue
+                # Ids repeated across rows (parent, unit, scope…) share one string object.
+                yield (
+                    reader.line_num,
+                    {
+                        k.strip(): sys.intern(v.strip())
+                        if k in _SHARED_COLUMNS and v
+                        else (v or "").strip()
+                        for k, v in row.items()
+                    },
                 )
-            if not any((v or "").strip() for v in row.values()):
-                continue
-            yield (
-                reader.line_num,
-                {k.strip(): sys.intern((v or "").strip()) for k, v in row.items()},
-            )
-    except csv.Error as exc:
-        raise ConfigError([Problem(str(path), reader.line_num, "", f"CSV: {exc}")]) from None
+        except csv.Error as exc:
+            raise ConfigError([Problem(str(path), reader.line_num, "", f"CSV: {exc}")]) from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                [Problem(str(path), reader.line_num + 1, "", f"not UTF-8 text ({exc.reason})")]
+            ) from None
 
 
 def read_csv(path: Path) -> list[tuple[int, dict[str, str]]]:
