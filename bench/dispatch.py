@@ -1,0 +1,272 @@
+"""Figures 1, 2 and 4: dispatch through the whole service vs bare clients, firing lateness.
+
+The peers run in their own processes (``bench.smtp_sink``, ``bench.http_gateway``). The
+service side is ``open_app`` + ``Reconciler.run_cycle`` exactly as the daemon runs it:
+plan → claim → re-check → render → send → record, on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import aiosmtplib
+import httpx
+
+from service.app import open_app
+from service.channels.base import Envelope, message_id_for, out_id_for
+from service.channels.email import message_bytes
+from service.clock import RealClock, VirtualClock
+from service.config import Settings
+from service.messages import sample_contexts
+from service.runtime import Runtime
+
+from .common import Timer, local, percentile, pg_connect, wait_until
+
+# One step only at this moment: the weekly-progress reminder (2023-W22) to every liaison.
+BUSY_MOMENT = local("2023-06-01T09:00")
+FROM_ADDR = "bench@example.org"
+FROM_NAME = "报送提醒系统"
+POOL_SIZE = 2  # the SMTP pool's default (service/channels/registry.py SmtpConfig)
+SMS_CONCURRENCY = 8  # the dispatcher's default RetryPolicy.concurrency
+WEBHOOK_BODY = (
+    '{"to": {{ to|tojson }}, "template": {{ template|tojson }}, '
+    '"params": {{ params|tojson }}, "out_id": {{ key|tojson }}}'
+)
+
+
+def write_channels(path: Path, smtp_port: int, http_port: int, pool_size: int) -> Path:
+    path.write_text(
+        "email:\n"
+        "  backend: smtp\n"
+        "  host: 127.0.0.1\n"
+        f"  port: {smtp_port}\n"
+        "  security: none\n"
+        f"  from_addr: {FROM_ADDR}\n"
+        f"  from_name: {FROM_NAME}\n"
+        f"  pool_size: {pool_size}\n"
+        "sms:\n"
+        "  backend: webhook\n"
+        f"  url: http://127.0.0.1:{http_port}/sms\n"
+        f"  body_template: '{WEBHOOK_BODY}'\n",
+        encoding="utf-8",
+    )
+    return path
+
+
+async def reset_outbox(database: str) -> None:
+    conn = await pg_connect(database)
+    try:
+        await conn.execute("TRUNCATE messages, delivery_attempts, planner_state CASCADE")
+    finally:
+        await conn.close()
+
+
+@dataclass
+class ServiceRun:
+    sent: int
+    other: int  # claimed but not sent (cancelled, failed, deferred, ...)
+    seconds: float
+
+    @property
+    def rate(self) -> float:
+        return self.sent / self.seconds if self.seconds else 0.0
+
+
+async def service_cycle(settings: Settings, database: str, moment: datetime) -> ServiceRun:
+    """One daemon cycle at ``moment`` on a virtual clock: everything due then is sent."""
+    await reset_outbox(database)
+    clock = VirtualClock(moment - timedelta(minutes=1))
+    async with open_app(settings, clock, worker="bench") as app:
+        await app.outbox.set_planned_through(clock.now(), clock.now())
+        clock.set(moment)
+        with Timer() as t:
+            result = await app.reconciler.run_cycle("bench")
+    stats = result.stats
+    return ServiceRun(stats.sent, stats.claimed - stats.sent, t.seconds)
+
+
+def sample_envelopes(runtime: Runtime, channel: str, n: int) -> list[Envelope]:
+    """``n`` realistic envelopes, rendered once by the service's own templates."""
+    ctx = dict(sample_contexts(runtime.model))["reminder"]
+    rendered = runtime.templates.render("reminder", channel, ctx)
+    liaisons = [p for p in runtime.model.directory.people if p.role == "liaison"]
+    out = []
+    for i in range(n):
+        person = liaisons[i % len(liaisons)]
+        key = f"bench/weekly-progress/2023-W22/{person.unit}/reminder1-1wd/{person.id}/{channel}"
+        out.append(
+            Envelope(
+                key=key,
+                channel=channel,  # type: ignore[arg-type]
+                recipient_name=person.name,
+                address=(person.email if channel == "email" else person.mobile) or "",
+                subject=rendered.subject,
+                text=rendered.text,
+                html=rendered.html,
+                sms_template="reminder" if channel == "sms" else None,
+                sms_params=rendered.sms_params or {},
+            )
+        )
+    return out
+
+
+def prerender_email(envelopes: Sequence[Envelope]) -> list[tuple[bytes, str]]:
+    now = datetime.now(UTC)
+    return [
+        (
+            message_bytes(
+                e,
+                from_addr=FROM_ADDR,
+                from_name=FROM_NAME,
+                message_id_domain="example.org",
+                date=now,
+            ),
+            e.address,
+        )
+        for e in envelopes
+    ]
+
+
+async def bare_smtp(port: int, messages: Sequence[tuple[bytes, str]], connections: int) -> float:
+    """Messages/s of plain aiosmtplib ``sendmail`` over ``connections`` reused sessions."""
+    queue = iter(messages)
+
+    async def worker() -> int:
+        client = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, use_tls=False, start_tls=False)
+        await client.connect()
+        sent = 0
+        for raw, to in queue:  # the shared iterator hands each message to one worker
+            await client.sendmail(FROM_ADDR, [to], raw)
+            sent += 1
+        await client.quit()
+        return sent
+
+    with Timer() as t:
+        sent = sum(await asyncio.gather(*(worker() for _ in range(connections))))
+    assert sent == len(messages)
+    return sent / t.seconds
+
+
+def prerender_sms(envelopes: Sequence[Envelope]) -> list[tuple[bytes, dict[str, str]]]:
+    out = []
+    for e in envelopes:
+        body = json.dumps(
+            {
+                "to": e.address,
+                "template": e.sms_template,
+                "params": dict(e.sms_params),
+                "out_id": e.key,
+            },
+            ensure_ascii=False,
+            sort_keys=True,
+        ).encode()
+        headers = {
+            "Content-Type": "application/json; charset=utf-8",
+            "Accept": "application/json",
+            "Idempotency-Key": out_id_for(e.key),
+        }
+        out.append((body, headers))
+    return out
+
+
+async def bare_http(
+    url: str, requests: Sequence[tuple[bytes, dict[str, str]]], workers: int
+) -> float:
+    """Requests/s of plain httpx POSTs of pre-rendered JSON bodies, ``workers`` at a time."""
+    queue = iter(requests)
+    async with httpx.AsyncClient(timeout=10.0) as client:
+
+        async def worker() -> int:
+            sent = 0
+            for body, headers in queue:
+                response = await client.post(url, content=body, headers=headers)
+                response.raise_for_status()
+                sent += 1
+            return sent
+
+        with Timer() as t:
+            sent = sum(await asyncio.gather(*(worker() for _ in range(workers))))
+    assert sent == len(requests)
+    return sent / t.seconds
+
+
+def read_sink(record: Path, offset: int = 0) -> dict[str, float]:
+    """Message-ID → time the sink accepted it, for the lines written after ``offset``."""
+    out: dict[str, float] = {}
+    with record.open("rb") as fh:
+        fh.seek(offset)
+        for line in fh:
+            at, _, mid = line.decode("ascii").rstrip("\n").partition(" ")
+            out[mid] = float(at)
+    return out
+
+
+def sink_lines(record: Path) -> int:
+    with record.open("rb") as fh:
+        return sum(1 for _ in fh)
+
+
+@dataclass
+class Lateness:
+    n: int
+    sent: int
+    p50: float
+    p99: float
+    worst: float
+    ideal_p50: float
+    ideal_p99: float
+    rate: float  # the service's rate in this run: messages ÷ last acceptance
+
+
+async def firing_lateness(
+    settings: Settings, database: str, record: Path, n: int, bare_rate: float
+) -> Lateness:
+    """``n`` messages due at one wall-clock instant, one real-time cycle, lateness per message.
+
+    The messages are the reminders the planner makes for 2023-06-01 09:00, re-timed to be
+    due now (and to expire in a day) so that a RealClock cycle claims them all at once.
+    """
+    await reset_outbox(database)
+    clock = RealClock()
+    async with open_app(settings, clock, worker="bench-lateness") as app:
+        runtime = app.runtime
+        planned = runtime.planner.plan({}, BUSY_MOMENT - timedelta(minutes=1), BUSY_MOMENT)
+        messages = [m for m in planned.messages if m.channel == "email"][:n]
+        now = clock.now()
+        messages = [
+            dataclasses.replace(m, due_at=now, next_attempt_at=now, expires_at=now + timedelta(1))
+            for m in messages
+        ]
+        await app.outbox.insert(messages, now)
+        # The campaign (2023) is over in real time: nothing more is planned.
+        await app.outbox.set_planned_through(runtime.timeline.end, now)
+        wanted = [message_id_for(m.key, "example.org") for m in messages]
+        offset = os.path.getsize(record)  # noqa: ASYNC240 (one stat, before timing)
+        due = time.time()
+        result = await app.reconciler.run_cycle("bench-lateness")
+    accepted: dict[str, float] = {}
+
+    def complete() -> bool:
+        accepted.update(read_sink(record, offset))
+        return all(mid in accepted for mid in wanted)
+
+    await wait_until(complete, 30)
+    late = [accepted[mid] - due for mid in wanted]
+    return Lateness(
+        n=len(messages),
+        sent=result.stats.sent,
+        p50=percentile(late, 50),
+        p99=percentile(late, 99),
+        worst=max(late),
+        ideal_p50=len(messages) / 2 / bare_rate,
+        ideal_p99=0.99 * len(messages) / bare_rate,
+        rate=len(late) / max(late),
+    )
