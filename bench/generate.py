@@ -4,6 +4,9 @@
 each unit with a liaison and a head, each province and region with a supervisor.
 ``python -m bench.generate --units 100000 --out /tmp/national`` writes units.csv,
 people.csv and submissions.csv for the shipped 2023 schedule.
+
+The history can also go straight into PostgreSQL (:func:`load_submissions_pg`, one COPY)
+for the planning benchmark, or into a CSV for ``service import`` / ``service simulate``.
 """
 
 from __future__ import annotations
@@ -11,15 +14,22 @@ from __future__ import annotations
 import argparse
 import csv
 import random
-from datetime import timedelta
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 PROVINCES = 31
+SCHEDULE = Path(__file__).resolve().parent.parent / "schedules" / "jilin-2023.yaml"
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+
+Unit = tuple[str, str, str, str, str]
+Submission = tuple[str, str, str, int, datetime]
 
 
-def plan_units(total: int, rng: random.Random) -> list[tuple[str, str, str, str, str]]:
+def plan_units(total: int, rng: random.Random) -> list[Unit]:
     """(id, name, kind, parent, tags) rows, about ``total`` of them."""
-    rows = [("cn", "国务院安委会办公室", "province", "", "national")]
+    rows: list[Unit] = [("cn", "国务院安委会办公室", "province", "", "national")]
     per_province = max(4, (total - 1) // PROVINCES)
     for p in range(PROVINCES):
         pid = f"p{p:02d}"
@@ -31,33 +41,51 @@ def plan_units(total: int, rng: random.Random) -> list[tuple[str, str, str, str,
             rows.append((rid, f"第{p + 1}省第{r + 1}市安委办", "region", pid, "prefecture"))
             budget -= 1
         counties = max(0, int(budget * 0.3))
-        for c in range(counties):
-            rows.append((f"{pid}-c{c:04d}", f"第{p + 1}省第{c + 1}县安委办", "county",
-                         f"{pid}-r{c % regions:02d}", ""))
+        rows.extend(
+            (
+                f"{pid}-c{c:04d}",
+                f"第{p + 1}省第{c + 1}县安委办",
+                "county",
+                f"{pid}-r{c % regions:02d}",
+                "",
+            )
+            for c in range(counties)
+        )
         departments = max(0, int(budget * 0.1))
-        for d in range(departments):
-            rows.append((f"{pid}-d{d:04d}", f"第{p + 1}省第{d + 1}厅局", "department", pid, "member-unit"))
+        rows.extend(
+            (f"{pid}-d{d:04d}", f"第{p + 1}省第{d + 1}厅局", "department", pid, "member-unit")
+            for d in range(departments)
+        )
         enterprises = budget - counties - departments
-        for e in range(enterprises):
-            rows.append((f"{pid}-e{e:05d}", f"第{p + 1}省第{e + 1}企业", "enterprise",
-                         f"{pid}-r{e % regions:02d}", "soe"))
+        rows.extend(
+            (
+                f"{pid}-e{e:05d}",
+                f"第{p + 1}省第{e + 1}企业",
+                "enterprise",
+                f"{pid}-r{e % regions:02d}",
+                "soe",
+            )
+            for e in range(enterprises)
+        )
     return rows[:total]
 
 
-def people_for(units: list[tuple[str, str, str, str, str]]) -> list[tuple[str, ...]]:
-    out = []
+def people_for(units: list[Unit]) -> list[tuple[str, ...]]:
+    out: list[tuple[str, ...]] = []
     n = 0
     for uid, _name, kind, _parent, _tags in units:
         for role in ("liaison", "head"):
             n += 1
             mobile = f"+86138{n % 10**8:08d}" if role == "liaison" else ""
-            out.append((f"{uid}-{role}", f"联络员{n}", uid, role, "", f"{uid}-{role}@example.org", mobile))
+            email = f"{uid}-{role}@example.org"
+            out.append((f"{uid}-{role}", f"联络员{n}", uid, role, "", email, mobile))
         if kind in ("province", "region") and not uid.count("-c"):
-            out.append((f"{uid}-supervisor", f"督导{uid}", uid, "supervisor", uid, f"{uid}-sup@example.org", ""))
+            email = f"{uid}-sup@example.org"
+            out.append((f"{uid}-supervisor", f"督导{uid}", uid, "supervisor", uid, email, ""))
     return out
 
 
-def write_directory(out: Path, total: int, seed: int = 7) -> list[tuple[str, str, str, str, str]]:
+def write_directory(out: Path, total: int, seed: int = 7) -> list[Unit]:
     rng = random.Random(seed)
     units = plan_units(total, rng)
     out.mkdir(parents=True, exist_ok=True)
@@ -72,11 +100,13 @@ def write_directory(out: Path, total: int, seed: int = 7) -> list[tuple[str, str
     return units
 
 
-def submissions(model: object, seed: int = 11, on_time: float = 0.8, late: float = 0.1):  # type: ignore[no-untyped-def]
-    """Yield (unit, obligation, period, count, at) for a model: most on time, some late, some never."""
+def submissions(
+    model: Any, seed: int = 11, on_time: float = 0.8, late: float = 0.1
+) -> Iterator[Submission]:
+    """(unit, obligation, period, count, at) for a model: most on time, some late, some never."""
     rng = random.Random(seed)
-    for occ in model.submittable():  # type: ignore[attr-defined]
-        for unit in model.owers[occ.obligation]:  # type: ignore[attr-defined]
+    for occ in model.submittable():
+        for unit in model.owers[occ.obligation]:
             r = rng.random()
             if r < on_time:
                 at = occ.due_at - timedelta(hours=rng.randint(2, 72))
@@ -87,14 +117,71 @@ def submissions(model: object, seed: int = 11, on_time: float = 0.8, late: float
             yield unit, occ.obligation, occ.period, 2 if occ.quota_goal > 1 and r < 0.4 else 1, at
 
 
+def write_submissions_csv(model: Any, path: Path, seed: int = 11) -> int:
+    """The history as ``unit,obligation,period,count,at`` (``service import`` / ``simulate``)."""
+    n = 0
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["unit", "obligation", "period", "count", "at"])
+        for unit, obligation, period, count, at in submissions(model, seed):
+            w.writerow([unit, obligation, period, count, at.isoformat()])
+            n += 1
+    return n
+
+
+SUBMISSION_COLUMNS = (
+    "campaign",
+    "unit_id",
+    "obligation",
+    "period",
+    "count",
+    "submitted_at",
+    "recorded_at",
+    "source",
+    "recorded_by",
+)
+
+
+async def load_submissions_pg(conn: Any, model: Any, seed: int = 11) -> int:
+    """COPY the history into ``submissions`` of a migrated schema (an asyncpg connection).
+
+    The occurrence index is dropped for the load and rebuilt after it (same definition),
+    which is several times faster than maintaining it row by row.
+    """
+    now = datetime.now(UTC)
+    campaign = model.key
+    records = [
+        (campaign, unit, obligation, period, count, at, now, "import", "bench")
+        for unit, obligation, period, count, at in submissions(model, seed)
+    ]
+    await conn.execute("DROP INDEX IF EXISTS ix_submissions_occurrence")
+    await conn.copy_records_to_table(
+        "submissions", records=records, columns=list(SUBMISSION_COLUMNS)
+    )
+    await conn.execute(
+        "CREATE INDEX ix_submissions_occurrence"
+        " ON submissions (campaign, obligation, period, unit_id)"
+    )
+    await conn.execute("ANALYZE submissions")
+    return len(records)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--units", type=int, default=100_000)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--no-submissions", action="store_true", help="only the directory (faster)")
     args = parser.parse_args()
     units = write_directory(args.out, args.units, args.seed)
     print(f"{len(units)} units written to {args.out}")
+    if not args.no_submissions:
+        from service.model import load_model
+
+        model = load_model(SCHEDULE, args.out)
+        n = write_submissions_csv(model, args.out / "submissions.csv")
+        print(f"{n} submissions written to {args.out / 'submissions.csv'}")
 
 
 if __name__ == "__main__":

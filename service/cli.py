@@ -387,6 +387,7 @@ def run(
         model = state.model()
         start = state.at(virtual_from, model)
         end = state.at(until, model) if until else model.schedule.campaign_end_moment()
+        del model  # open_app loads its own: never hold a national directory twice
         clock = VirtualClock(start)
 
         async def step(moment: datetime) -> None:
@@ -396,6 +397,7 @@ def run(
         async with open_app(state.settings, clock) as application:
             cycles = await run_virtual(application, clock, end, pace=step)
             counts = await application.outbox.status_counts()
+            model = application.runtime.model
         typer.echo(
             f"virtual run {render.iso_local(start, model)} → {render.iso_local(end, model)}: "
             f"{cycles} cycles; messages by state: {counts}"
@@ -422,9 +424,9 @@ def simulate(
 
     async def go(state: Context) -> None:
         model = state.model()
-        result = await run_simulation(
-            state.settings, state.at(from_, model), state.at(to, model), out, submissions
-        )
+        start, end = state.at(from_, model), state.at(to, model)
+        del model  # the simulation loads its own: never hold a directory twice
+        result = await run_simulation(state.settings, start, end, out, submissions)
         typer.echo(
             f"{result.cycles} cycles, {len(result.messages)} messages sent; states: {result.states}"
         )

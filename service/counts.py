@@ -8,7 +8,7 @@ the planner and status code accept either.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 
 class CountTable:
@@ -26,6 +26,19 @@ class CountTable:
         if row is None:
             row = self._by_occurrence[key] = bytearray(self._size)
         row[i] = min(255, row[i] + max(0, count))
+
+    def add_rows(self, rows: Iterable[tuple[str, str, str, int]]) -> None:
+        """:meth:`add` for many (unit, obligation, period, count) rows; repeats add up."""
+        index, table, size = self._index, self._by_occurrence, self._size
+        for unit, obligation, period, count in rows:
+            i = index.get(unit)
+            if i is None:
+                continue  # a unit removed from the directory no longer owes anything
+            key = (obligation, period)
+            row = table.get(key)
+            if row is None:
+                row = table[key] = bytearray(size)
+            row[i] = min(255, row[i] + max(0, count))
 
     def get(self, key: tuple[str, str, str], default: int = 0) -> int:
         unit, obligation, period = key

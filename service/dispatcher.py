@@ -237,7 +237,7 @@ class Dispatcher:
                 o
                 for o in occs
                 if counts.get((unit, o.obligation, o.period), 0) < o.quota_min
-                and unit in model.owers[o.obligation]
+                and model.owes(unit, o.obligation)
             ]
             if not occs:
                 return None, ()

@@ -22,13 +22,24 @@ class CampaignModel:
     occurrences: list[Occurrence]
     owers: dict[str, list[str]]  # obligation key -> unit ids that owe it
     _by_key: dict[str, Occurrence] = field(default_factory=dict, repr=False)
+    _owing: dict[str, frozenset[str]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self._by_key = {o.key: o for o in self.occurrences}
+        # Membership tests against ``owers`` lists are O(units): keep a set per obligation
+        # (obligations that select the same units share one).
+        shared: dict[frozenset[str], frozenset[str]] = {}
+        for key, units in self.owers.items():
+            owing = frozenset(units)
+            self._owing[key] = shared.setdefault(owing, owing)
 
     @property
     def key(self) -> str:
         return self.schedule.campaign.key
+
+    def owes(self, unit: str, obligation: str) -> bool:
+        """Whether ``unit`` owes ``obligation`` (``owers`` keeps the directory's order)."""
+        return unit in self._owing[obligation]
 
     def occurrence(self, obligation: str, period: str) -> Occurrence | None:
         return self._by_key.get(f"{obligation}@{period}")

@@ -110,46 +110,49 @@ class Planner:
         )
 
     def _step_messages(self, step: Step, counts: Counts, now: datetime) -> list[PlannedMessage]:
-        out = []
-        directory = self.model.directory
-        camp = self._camp.key
-        group = "+".join(step.periods)
-        # The timing depends on the step and the channel only: computed once per step, not
-        # once per message (the SMS window walks the holiday calendar).
-        timing = {
-            channel: self._timing(step.moment, step.expires_at, channel, now)
-            for channel in step.channels
-        }
-        for unit in self.model.owers[step.obligation]:
-            if step.kind == "notice":
-                about = tuple(o.key for o in step.occurrences)
-            else:
-                about = self.outstanding(step, unit, counts)
+        # A national catch-up makes millions of these: everything that depends on the step
+        # alone is looked up once here, not once per unit or message.
+        out: list[PlannedMessage] = []
+        append = out.append
+        get = counts.get
+        people_of = self.model.directory.people_of
+        kind, name, obligation, notify = step.kind, step.name, step.obligation, step.notify
+        moment, expires, channels = step.moment, step.expires_at, step.channels
+        # The timing depends on the step and the channel only (the SMS window walks the
+        # holiday calendar).
+        timing = {channel: self._timing(moment, expires, channel, now) for channel in channels}
+        prefix = f"{self._camp.key}/{obligation}/{'+'.join(step.periods)}/"
+        occurrences = [(o.key, o.obligation, o.period, o.quota_min) for o in step.occurrences]
+        every = tuple(o.key for o in step.occurrences)
+        for unit in self.model.owers[obligation]:
+            if kind == "notice":
+                about = every
+            else:  # as outstanding(): submitted occurrences are never reminded
+                about = tuple(k for k, ob, per, q in occurrences if get((unit, ob, per), 0) < q)
                 if not about:
-                    continue  # submitted: never remind
-            for person in directory.people_of(unit, step.notify):
-                for channel in step.channels:
+                    continue
+            units = (unit,)
+            for person in people_of(unit, notify):
+                for channel in channels:
                     address = _address(person, channel)
                     if address is None:
                         continue
-                    key = (
-                        f"{camp}/{step.obligation}/{group}/{unit}/{step.name}/{person.id}/{channel}"
-                    )
                     next_at, status, reason = timing[channel]
-                    out.append(
+                    append(
                         PlannedMessage(
-                            key=key,
-                            kind=step.kind,
-                            step=step.name,
-                            obligation=step.obligation,
+                            # campaign/obligation/periods/unit/step/recipient/channel
+                            key=prefix + unit + "/" + name + "/" + person.id + "/" + channel,
+                            kind=kind,
+                            step=name,
+                            obligation=obligation,
                             periods=about,
-                            units=(unit,),
+                            units=units,
                             recipient_id=person.id,
                             channel=channel,
                             address=address,
-                            due_at=step.moment,
+                            due_at=moment,
                             next_attempt_at=next_at,
-                            expires_at=step.expires_at,
+                            expires_at=expires,
                             status=status,
                             reason=reason,
                         )

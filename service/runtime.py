@@ -63,7 +63,7 @@ class Runtime:
         for unit in units:
             for occ in occs:
                 gate = self._gates.get(occ.key)
-                if gate is None or gate > slot or unit not in self.model.owers[occ.obligation]:
+                if gate is None or gate > slot or not self.model.owes(unit, occ.obligation):
                     continue
                 if counts.get((unit, occ.obligation, occ.period), 0) < occ.quota_min:
                     out.append((unit, occ.key))

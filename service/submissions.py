@@ -42,7 +42,7 @@ def check(model: CampaignModel, unit: str, obligation: str, period: str, count: 
     if model.occurrence(obligation, period) is None:
         periods = ", ".join(o.period for o in model.occurrences if o.obligation == obligation)
         raise LedgerError(f"period: {obligation!r} has no period {period!r} (periods: {periods})")
-    if unit not in model.owers[obligation]:
+    if not model.owes(unit, obligation):
         raise LedgerError(f"unit: {unit!r} does not owe {obligation!r}")
     if not 1 <= count <= MAX_COUNT:
         raise LedgerError(f"count: must be between 1 and {MAX_COUNT}")

@@ -137,17 +137,13 @@ async def db_url(
 
 
 @pytest.fixture
-async def engine(
-    request: pytest.FixtureRequest, db_url: str
-) -> AsyncIterator[AsyncEngine]:
+async def engine(request: pytest.FixtureRequest, db_url: str) -> AsyncIterator[AsyncEngine]:
     """An engine on ``db_url`` (PostgreSQL: search_path is the test's own schema)."""
     schema = request.node.stash.get(_PG_SCHEMA, None)
     if schema is None:
         eng = create_engine(db_url)
     else:
-        eng = create_engine(
-            db_url, connect_args={"server_settings": {"search_path": schema}}
-        )
+        eng = create_engine(db_url, connect_args={"server_settings": {"search_path": schema}})
     try:
         yield eng
     finally:

@@ -64,8 +64,7 @@ def test_validate_ok(cli: Invoke) -> None:
     """validate on the shipped files exits 0 and summarises the campaign."""
     result = ok(cli("validate"))
     assert result.stdout.startswith(
-        "OK: jilin-2023: 8 obligations, 25 occurrences (22 to submit), "
-        "27 units, 65 people"
+        "OK: jilin-2023: 8 obligations, 25 occurrences (22 to submit), 27 units, 65 people"
     )
 
 
@@ -76,9 +75,7 @@ def test_validate_broken_schedule(
     text = schedule_path.read_text(encoding="utf-8")
     lines = text.splitlines()
     [line] = [i for i, s in enumerate(lines, 1) if s == "  timezone: Asia/Shanghai"]
-    broken = write_schedule(
-        text.replace("  timezone: Asia/Shanghai", "  timezone: Asia/Beijing")
-    )
+    broken = write_schedule(text.replace("  timezone: Asia/Shanghai", "  timezone: Asia/Beijing"))
     result = cli("validate", schedule=broken)
     assert result.exit_code == 1
     assert f"{broken}:{line}: campaign.timezone: " in result.stderr
@@ -110,9 +107,7 @@ def test_calendar_json_lists_the_model(cli: Invoke, model: CampaignModel) -> Non
 def test_calendar_json_w25_entry(cli: Invoke) -> None:
     """The shifted W25 entry is reported in full."""
     payload = as_json(cli("calendar", "--json"))
-    [w25] = [
-        o for o in payload["occurrences"] if o["key"] == "weekly-progress@2023-W25"
-    ]
+    [w25] = [o for o in payload["occurrences"] if o["key"] == "weekly-progress@2023-W25"]
     assert w25 == {
         "key": "weekly-progress@2023-W25",
         "obligation": "weekly-progress",
@@ -125,9 +120,7 @@ def test_calendar_json_w25_entry(cli: Invoke) -> None:
         "units_owing": 26,
         "quota": {"min": 1, "target": 1},
     }
-    exposure = [
-        o for o in payload["occurrences"] if o["obligation"] == "monthly-exposure"
-    ]
+    exposure = [o for o in payload["occurrences"] if o["obligation"] == "monthly-exposure"]
     assert {o["units_owing"] for o in exposure} == {11}
     assert max(o["due"] for o in payload["occurrences"]) == "2023-12-31T17:00:00+08:00"
 
@@ -141,13 +134,8 @@ def test_submit_then_status_done(cli: Invoke) -> None:
     """After submit, status --json shows that unit's occurrence done."""
     ok(cli("submit", "--unit", "yanji", "--obligation", "weekly-progress",
            "--period", "2023-W25", "--at", "2023-06-20T10:00+08:00"))  # fmt: skip
-    payload = as_json(
-        cli("status", "--json", "--unit", "yanji", "--at", "2023-06-22T09:00+08:00")
-    )
-    states = {
-        (r["obligation"], r["period"]): (r["state"], r["count"])
-        for r in payload["rows"]
-    }
+    payload = as_json(cli("status", "--json", "--unit", "yanji", "--at", "2023-06-22T09:00+08:00"))
+    states = {(r["obligation"], r["period"]): (r["state"], r["count"]) for r in payload["rows"]}
     assert states[("weekly-progress", "2023-W25")] == ("done", 1)
     assert states[("weekly-progress", "2023-W24")] == ("overdue", 0)
     assert {r["unit"] for r in payload["rows"]} == {"yanji"}
@@ -226,13 +214,8 @@ def test_retract_reopens(cli: Invoke, state_dir: Path) -> None:
     """retract makes a done occurrence overdue again; the row stays, retracted."""
     key = ["--unit", "yanji", "--obligation", "weekly-progress", "--period", "2023-W25"]
     ok(cli("submit", *key, "--at", "2023-06-20T10:00+08:00"))
-    assert (
-        "retracted submission(s) 1"
-        in ok(cli("retract", *key, "--reason", "wrong")).stdout
-    )
-    payload = as_json(
-        cli("status", "--json", "--unit", "yanji", "--at", "2023-06-22T09:00+08:00")
-    )
+    assert "retracted submission(s) 1" in ok(cli("retract", *key, "--reason", "wrong")).stdout
+    payload = as_json(cli("status", "--json", "--unit", "yanji", "--at", "2023-06-22T09:00+08:00"))
     [row] = [r for r in payload["rows"] if r["period"] == "2023-W25"]
     assert (row["state"], row["count"]) == ("overdue", 0)
     assert submission_count(state_dir) == 1
@@ -263,9 +246,7 @@ def test_overdue_scope_yanbian(cli: Invoke) -> None:
     assert payload["scope"] == "yanbian"
     units = {u["unit"] for group in payload["obligations"] for u in group["units"]}
     assert units == YANBIAN
-    [weekly] = [
-        g for g in payload["obligations"] if g["obligation"] == "weekly-progress"
-    ]
+    [weekly] = [g for g in payload["obligations"] if g["obligation"] == "weekly-progress"]
     w25 = {u["unit"] for u in weekly["units"] if u["period"] == "2023-W25"}
     assert w25 == YANBIAN - {"yanji"}
     assert {u["days_late"] for u in weekly["units"] if u["period"] == "2023-W25"} == {4}
@@ -273,9 +254,7 @@ def test_overdue_scope_yanbian(cli: Invoke) -> None:
 
 def test_overdue_unknown_scope(cli: Invoke) -> None:
     """An unknown scope is refused naming --scope."""
-    result = cli(
-        "overdue", "--json", "--scope", "atlantis", "--at", "2023-06-26T09:00+08:00"
-    )
+    result = cli("overdue", "--json", "--scope", "atlantis", "--at", "2023-06-26T09:00+08:00")
     assert result.exit_code == 1
     assert "--scope: unknown unit 'atlantis'" in result.stderr
 
@@ -309,9 +288,7 @@ def test_import_all_rows(cli: Invoke, state_dir: Path, tmp_path: Path) -> None:
     assert (row["state"], row["count"], row["target"]) == ("done", 2, 2)
 
 
-def test_import_bad_row_imports_nothing(
-    cli: Invoke, state_dir: Path, tmp_path: Path
-) -> None:
+def test_import_bad_row_imports_nothing(cli: Invoke, state_dir: Path, tmp_path: Path) -> None:
     """import of a CSV with a bad row exits 1 naming the line, and imports nothing."""
     ok(cli("migrate"))
     csv_file = tmp_path / "subs.csv"
@@ -323,10 +300,7 @@ def test_import_bad_row_imports_nothing(
     )
     result = cli("import", str(csv_file))
     assert result.exit_code == 1
-    assert (
-        f"{csv_file}:3: period: 'weekly-progress' has no period '2023-W99'"
-        in result.stderr
-    )
+    assert f"{csv_file}:3: period: 'weekly-progress' has no period '2023-W99'" in result.stderr
     assert submission_count(state_dir) == 0
 
 

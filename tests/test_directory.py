@@ -103,9 +103,7 @@ def test_sample_supervisors_have_scopes(sample: Directory) -> None:
 
 def test_sample_contacts_are_fictitious(sample: Directory) -> None:
     """Sample emails are on example.org and mobiles are +86138000000xx samples."""
-    assert all(
-        p.email is None or p.email.endswith("@example.org") for p in sample.people
-    )
+    assert all(p.email is None or p.email.endswith("@example.org") for p in sample.people)
     mobiles = [p.mobile for p in sample.people if p.mobile]
     assert mobiles
     assert all(re.fullmatch(r"\+86138000000\d\d", m) for m in mobiles)
@@ -160,9 +158,7 @@ def test_select_nothing(sample: Directory) -> None:
     assert sample.select(Selector(tags=["no-such-tag"])) == []
 
 
-def test_sample_loads_as_yaml_too(
-    write_contacts: Callable[..., Path], sample: Directory
-) -> None:
+def test_sample_loads_as_yaml_too(write_contacts: Callable[..., Path], sample: Directory) -> None:
     """The same directory written as YAML loads to the same units and people."""
     units = [dict(r) for r in csv.DictReader(io.StringIO(UNITS))]
     people = [dict(r) for r in csv.DictReader(io.StringIO(PEOPLE))]
@@ -171,10 +167,7 @@ def test_sample_loads_as_yaml_too(
         out = []
         for rec in records:
             items = [(k, v) for k, v in rec.items() if v]
-            out += [
-                f"{'- ' if i == 0 else '  '}{k}: '{v}'"
-                for i, (k, v) in enumerate(items)
-            ]
+            out += [f"{'- ' if i == 0 else '  '}{k}: '{v}'" for i, (k, v) in enumerate(items)]
         return "\n".join(out) + "\n"
 
     loaded = load_directory(write_contacts(dump(units), dump(people), ".yaml"))
@@ -226,9 +219,7 @@ def test_unknown_parent(
         "nongan,农安县安委会办公室,county,changchun,",
         "nongan,农安县安委会办公室,county,changchunn,",
     )
-    assert problems_of(units=units) == [
-        ("units.csv", line_of(UNITS, "nongan,"), "parent")
-    ]
+    assert problems_of(units=units) == [("units.csv", line_of(UNITS, "nongan,"), "parent")]
 
 
 def test_duplicate_unit_id(
@@ -236,9 +227,7 @@ def test_duplicate_unit_id(
 ) -> None:
     """A unit id used twice is reported on the second row."""
     units = UNITS + "siping,重复的四平,region,jilin,\n"
-    assert problems_of(units=units) == [
-        ("units.csv", len(UNITS.splitlines()) + 1, "id")
-    ]
+    assert problems_of(units=units) == [("units.csv", len(UNITS.splitlines()) + 1, "id")]
 
 
 def test_duplicate_person_id(
@@ -246,9 +235,7 @@ def test_duplicate_person_id(
 ) -> None:
     """A person id used twice is reported on the second row."""
     people = PEOPLE + "siping-liaison,重复,siping,liaison,,dup@example.org,\n"
-    assert problems_of(people=people) == [
-        ("people.csv", len(PEOPLE.splitlines()) + 1, "id")
-    ]
+    assert problems_of(people=people) == [("people.csv", len(PEOPLE.splitlines()) + 1, "id")]
 
 
 def test_supervisor_without_scope(
@@ -296,9 +283,7 @@ def test_person_in_unknown_unit(
     problems_of: Callable[..., list[tuple[str, int | None, str]]],
 ) -> None:
     """A person attached to an unknown unit is reported in the unit column."""
-    people = replace(
-        PEOPLE, "siping-liaison,杨秀英,siping,", "siping-liaison,杨秀英,sipin,"
-    )
+    people = replace(PEOPLE, "siping-liaison,杨秀英,siping,", "siping-liaison,杨秀英,sipin,")
     assert problems_of(people=people) == [("people.csv", 6, "unit")]
 
 
@@ -495,9 +480,7 @@ def test_arbitrary_csv_rows_raise_only_config_error(
     """Arbitrary CSV rows either load or raise ConfigError with located problems."""
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        (folder / "units.csv").write_text(
-            UNITS + _csv([], units).lstrip("\r\n"), encoding="utf-8"
-        )
+        (folder / "units.csv").write_text(UNITS + _csv([], units).lstrip("\r\n"), encoding="utf-8")
         (folder / "people.csv").write_text(
             _csv(["id", "name", "unit", "role", "scope", "email", "mobile"], people),
             encoding="utf-8",

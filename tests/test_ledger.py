@@ -53,9 +53,7 @@ async def test_record_returns_ids_and_counts_by_occurrence(ledger: Ledger) -> No
 
 async def test_counts_as_of_ignores_later_submissions(ledger: Ledger) -> None:
     """counts(as_of) only includes submissions made by that moment."""
-    await ledger.record(
-        [sub(when="2023-06-20T10:00"), sub(when="2023-06-22T10:00")], "admin"
-    )
+    await ledger.record([sub(when="2023-06-20T10:00"), sub(when="2023-06-22T10:00")], "admin")
     key = ("changchun", "weekly-progress", "2023-W25")
     assert (await ledger.counts(as_of=at("2023-06-21T00:00")))[key] == 1
     assert (await ledger.counts(as_of=at("2023-06-22T10:00")))[key] == 2
@@ -91,15 +89,11 @@ async def test_quota_one_of_two_is_done(ledger: Ledger, model: CampaignModel) ->
     assert state_of(occ, count, occ.due_at + timedelta(days=3)) == "done"
 
 
-async def test_quota_zero_is_outstanding_then_overdue(
-    ledger: Ledger, model: CampaignModel
-) -> None:
+async def test_quota_zero_is_outstanding_then_overdue(ledger: Ledger, model: CampaignModel) -> None:
     """monthly-leads with no submission: outstanding until due, overdue after."""
     occ = model.occurrence("monthly-leads", "2023-07")
     assert occ is not None
-    await ledger.record(
-        [sub(obligation="monthly-leads", period="2023-07", unit="yanji")], "a"
-    )
+    await ledger.record([sub(obligation="monthly-leads", period="2023-07", unit="yanji")], "a")
     count = await ledger.count_of("changchun", "monthly-leads", "2023-07")
     assert count == 0
     assert state_of(occ, count, occ.due_at) == "outstanding"
@@ -111,9 +105,7 @@ async def test_retract_reopens_occurrence(ledger: Ledger, model: CampaignModel) 
     occ = model.occurrence("weekly-progress", "2023-W25")
     assert occ is not None
     [sid] = await ledger.record([sub()], "admin")
-    retracted = await ledger.retract(
-        "changchun", "weekly-progress", "2023-W25", "admin"
-    )
+    retracted = await ledger.retract("changchun", "weekly-progress", "2023-W25", "admin")
     assert retracted == [sid]
     count = await ledger.count_of("changchun", "weekly-progress", "2023-W25")
     assert count == 0
@@ -128,13 +120,9 @@ async def test_retract_takes_latest_only(ledger: Ledger) -> None:
     first, second = await ledger.record(
         [sub(when="2023-06-19T10:00"), sub(when="2023-06-20T10:00")], "admin"
     )
-    assert await ledger.retract(
-        "changchun", "weekly-progress", "2023-W25", "admin"
-    ) == [second]
+    assert await ledger.retract("changchun", "weekly-progress", "2023-W25", "admin") == [second]
     assert await ledger.count_of("changchun", "weekly-progress", "2023-W25") == 1
-    assert await ledger.retract(
-        "changchun", "weekly-progress", "2023-W25", "admin"
-    ) == [first]
+    assert await ledger.retract("changchun", "weekly-progress", "2023-W25", "admin") == [first]
 
 
 async def test_retract_everything(ledger: Ledger) -> None:
@@ -151,9 +139,7 @@ async def test_retract_nothing_raises_and_writes_nothing(ledger: Ledger) -> None
     """Retracting when nothing is active raises LedgerError and changes nothing."""
     await ledger.record([sub(unit="yanji")], "admin")
     history, trail = await ledger.history(), await ledger.audit_trail()
-    with pytest.raises(
-        LedgerError, match=r"no active submission of weekly-progress@2023-W25"
-    ):
+    with pytest.raises(LedgerError, match=r"no active submission of weekly-progress@2023-W25"):
         await ledger.retract("changchun", "weekly-progress", "2023-W25", "admin")
     assert await ledger.history() == history
     assert await ledger.audit_trail() == trail
@@ -163,15 +149,11 @@ async def test_retract_unknown_id_raises(ledger: Ledger) -> None:
     """Retracting by an id that is not this unit's active submission is refused."""
     [sid] = await ledger.record([sub(unit="yanji")], "admin")
     with pytest.raises(LedgerError, match=f"with id {sid}"):
-        await ledger.retract(
-            "changchun", "weekly-progress", "2023-W25", "a", submission_id=sid
-        )
+        await ledger.retract("changchun", "weekly-progress", "2023-W25", "a", submission_id=sid)
     assert await ledger.count_of("yanji", "weekly-progress", "2023-W25") == 1
 
 
-async def test_audit_trail_records_submit_and_retract(
-    ledger: Ledger, clock: VirtualClock
-) -> None:
+async def test_audit_trail_records_submit_and_retract(ledger: Ledger, clock: VirtualClock) -> None:
     """Submit and retract each leave an audit row with actor, action and time."""
     [sid] = await ledger.record([sub()], actor="liu.chang")
     clock.set(at("2023-06-21T08:00"))
@@ -190,9 +172,7 @@ async def test_audit_trail_records_submit_and_retract(
     assert trail[1]["detail"] == {"reason": "wrong form"}
 
 
-async def test_timestamps_round_trip_as_utc(
-    ledger: Ledger, clock: VirtualClock
-) -> None:
+async def test_timestamps_round_trip_as_utc(ledger: Ledger, clock: VirtualClock) -> None:
     """Stored times come back as the same instant, aware and in UTC."""
     await ledger.record([sub(when="2023-06-23T17:00")], "admin")
     await ledger.retract("changchun", "weekly-progress", "2023-W25", "admin")
@@ -228,9 +208,7 @@ async def test_history_filters_by_unit(ledger: Ledger) -> None:
     ]
 
 
-async def test_migrate_is_idempotent(
-    migrated_engine: AsyncEngine, ledger: Ledger
-) -> None:
+async def test_migrate_is_idempotent(migrated_engine: AsyncEngine, ledger: Ledger) -> None:
     """Running migrate() again keeps the revision and the data."""
     await ledger.record([sub()], "admin")
     before = await current_revision(migrated_engine)
@@ -238,9 +216,7 @@ async def test_migrate_is_idempotent(
     await migrate(migrated_engine)
     assert await current_revision(migrated_engine) == before == "0001"
     async with migrated_engine.connect() as conn:
-        n = (
-            await conn.execute(sa.select(sa.func.count()).select_from(submissions))
-        ).scalar_one()
+        n = (await conn.execute(sa.select(sa.func.count()).select_from(submissions))).scalar_one()
     assert n == 1
 
 

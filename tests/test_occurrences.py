@@ -75,9 +75,7 @@ def test_weekly_progress_periods_and_dues(model: CampaignModel) -> None:
 
 
 @pytest.mark.parametrize("obligation", ["monthly-leads", "monthly-exposure"])
-def test_monthly_periods_june_to_december(
-    model: CampaignModel, obligation: str
-) -> None:
+def test_monthly_periods_june_to_december(model: CampaignModel, obligation: str) -> None:
     """Seven monthly periods, due the last working day (Sep 28, Dec 29)."""
     assert [(o.period, o.due_date.isoformat()) for o in of(model, obligation)] == [
         ("2023-06", "2023-06-30"),
@@ -93,16 +91,12 @@ def test_monthly_periods_june_to_december(
 def test_monthly_leads_quota(model: CampaignModel) -> None:
     """monthly-leads asks at least 1 with a target of 2; the others 1."""
     assert {(o.quota_min, o.quota_goal) for o in of(model, "monthly-leads")} == {(1, 2)}
-    assert {(o.quota_min, o.quota_goal) for o in of(model, "monthly-exposure")} == {
-        (1, 1)
-    }
+    assert {(o.quota_min, o.quota_goal) for o in of(model, "monthly-exposure")} == {(1, 1)}
 
 
 def test_events_keep_their_date_and_hour(model: CampaignModel) -> None:
     """Events are announced at their own hour and never shifted."""
-    events = [
-        (o.key, o.due_at.isoformat()) for o in model.occurrences if o.kind == "event"
-    ]
+    events = [(o.key, o.due_at.isoformat()) for o in model.occurrences if o.kind == "event"]
     assert events == [
         ("launch-ceremony@2023-05-31", "2023-05-31T09:30:00+08:00"),
         ("consultation-day@2023-06-16", "2023-06-16T09:00:00+08:00"),
@@ -266,10 +260,7 @@ def test_monthly_day_last_next_policy(
     """day: last with next_working_day moves a weekend month-end into the next month."""
     rec = '{type: monthly, start: "2023-09", end: "2023-11", day: last}'
     occurrences = expand_variant(rec, "next_working_day")
-    got = [
-        (o.period, o.due_date.isoformat(), o.nominal_date.isoformat())
-        for o in occurrences
-    ]
+    got = [(o.period, o.due_date.isoformat(), o.nominal_date.isoformat()) for o in occurrences]
     assert got == [
         ("2023-09", "2023-10-07", "2023-09-30"),
         ("2023-10", "2023-10-31", "2023-10-31"),
@@ -311,9 +302,7 @@ def test_once_on_holiday(
 
 def test_event_keeps_its_date(expand_variant: Callable[..., list[Occurrence]]) -> None:
     """An event on a holiday is never moved, whatever the policy says."""
-    [occ] = expand_variant(
-        "{type: event, date: 2023-10-01, at: '10:00'}", "next_working_day"
-    )
+    [occ] = expand_variant("{type: event, date: 2023-10-01, at: '10:00'}", "next_working_day")
     assert occ.kind == "event"
     assert not occ.shifted
     assert occ.due_at == datetime(2023, 10, 1, 10, 0, tzinfo=SHANGHAI)

@@ -87,9 +87,7 @@ def test_yaml_syntax_error_has_its_line(
     problems_of: Callable[[str], list[Problem]],
 ) -> None:
     """A YAML syntax error is reported on the line where parsing failed."""
-    [problem] = problems_of(
-        variant("    title: Weekly report\n", "    title: [Weekly\n")
-    )
+    [problem] = problems_of(variant("    title: Weekly report\n", "    title: [Weekly\n"))
     assert (problem.line, problem.field) == (15, "")
     assert problem.message.startswith("YAML syntax:")
 
@@ -98,9 +96,7 @@ def test_duplicate_yaml_key_has_its_line(
     problems_of: Callable[[str], list[Problem]],
 ) -> None:
     """A key given twice in one mapping is reported on the second one."""
-    [problem] = problems_of(
-        variant("  name: Test campaign\n", "  name: A\n  name: B\n")
-    )
+    [problem] = problems_of(variant("  name: Test campaign\n", "  name: A\n  name: B\n"))
     assert problem.line == 4
     assert "duplicate key" in problem.message
 
@@ -115,9 +111,7 @@ def test_unknown_key_typo(problems_of: Callable[[str], list[Problem]]) -> None:
 def test_numeric_weekday_refused(problems_of: Callable[[str], list[Problem]]) -> None:
     """weekday: 5 is refused with a message asking for names."""
     [problem] = problems_of(variant("weekday: friday", "weekday: 5"))
-    assert (
-        "weekdays are given by name (e.g. friday), never by number" in problem.message
-    )
+    assert "weekdays are given by name (e.g. friday), never by number" in problem.message
     assert problem.field.startswith("obligations[0].recurrence")
     assert problem.field.endswith("weekday")
 
@@ -134,9 +128,7 @@ def test_weekday_name_is_case_insensitive(
     write_schedule: Callable[[str], Path],
 ) -> None:
     """weekday: Friday is read as friday."""
-    schedule = parse_schedule(
-        write_schedule(variant("weekday: friday", "weekday: Friday"))
-    )
+    schedule = parse_schedule(write_schedule(variant("weekday: friday", "weekday: Friday")))
     assert schedule.obligations[0].recurrence.weekday == "friday"  # type: ignore[union-attr]
 
 
@@ -268,8 +260,7 @@ def test_missing_file(tmp_path: Path) -> None:
 def test_problem_renders_file_line_field() -> None:
     """A problem prints as file:line: field: message."""
     assert (
-        str(Problem("s.yaml", 4, "campaign.timezone", "bad"))
-        == "s.yaml:4: campaign.timezone: bad"
+        str(Problem("s.yaml", 4, "campaign.timezone", "bad")) == "s.yaml:4: campaign.timezone: bad"
     )
     assert str(Problem("s.yaml", None, "", "bad")) == "s.yaml: bad"
 

@@ -45,9 +45,7 @@ def test_national_day_days_are_off(cal: WorkdayCalendar, day: str) -> None:
 
 
 @pytest.mark.parametrize("day", ["2023-10-07", "2023-10-08"])
-def test_national_day_adjusted_weekend_is_working(
-    cal: WorkdayCalendar, day: str
-) -> None:
+def test_national_day_adjusted_weekend_is_working(cal: WorkdayCalendar, day: str) -> None:
     """Saturday 10-07 and Sunday 10-08 are adjusted working days."""
     assert cal.is_workday(D(day))
 
@@ -91,9 +89,7 @@ def test_previous_and_next_workday_around_holidays(
         ("2023-06-23", 0, "2023-06-23"),
     ],
 )
-def test_add_workdays(
-    cal: WorkdayCalendar, start: str, count: int, expected: str
-) -> None:
+def test_add_workdays(cal: WorkdayCalendar, start: str, count: int, expected: str) -> None:
     """add_workdays moves forward or back by working days; 0 keeps the day."""
     assert cal.add_workdays(D(start), count) == D(expected)
 
@@ -114,9 +110,7 @@ def test_apply_policy_on_holiday(
 
 
 @pytest.mark.parametrize("policy", list(HolidayPolicy))
-def test_apply_policy_on_workday_keeps_date(
-    cal: WorkdayCalendar, policy: HolidayPolicy
-) -> None:
+def test_apply_policy_on_workday_keeps_date(cal: WorkdayCalendar, policy: HolidayPolicy) -> None:
     """A working day is never moved, whatever the policy."""
     assert cal.apply(D("2023-06-16"), policy) == D("2023-06-16")
 
@@ -164,27 +158,21 @@ def test_own_year_applies_extra_days() -> None:
     assert not cal.is_workday(D("2027-10-04"))  # Monday, listed holiday
     assert cal.is_workday(D("2027-10-09"))  # Saturday, listed working day
     assert cal.next_workday(D("2027-09-30")) == D("2027-10-05")
-    assert cal.apply(D("2027-10-01"), HolidayPolicy.PREVIOUS_WORKING_DAY) == D(
-        "2027-09-30"
-    )
+    assert cal.apply(D("2027-10-01"), HolidayPolicy.PREVIOUS_WORKING_DAY) == D("2027-09-30")
 
 
 def test_extra_holiday_overrides_data() -> None:
     """An extra holiday removes a working day from the package's calendar."""
     cal = WorkdayCalendar(extra_holidays=[D("2023-06-21")])
     assert not cal.is_workday(D("2023-06-21"))
-    assert cal.apply(D("2023-06-23"), HolidayPolicy.PREVIOUS_WORKING_DAY) == D(
-        "2023-06-20"
-    )
+    assert cal.apply(D("2023-06-23"), HolidayPolicy.PREVIOUS_WORKING_DAY) == D("2023-06-20")
 
 
 def test_extra_workday_overrides_data() -> None:
     """An extra working day turns a statutory holiday into a working day."""
     cal = WorkdayCalendar(extra_workdays=[D("2023-06-23")])
     assert cal.is_workday(D("2023-06-23"))
-    assert cal.apply(D("2023-06-23"), HolidayPolicy.PREVIOUS_WORKING_DAY) == D(
-        "2023-06-23"
-    )
+    assert cal.apply(D("2023-06-23"), HolidayPolicy.PREVIOUS_WORKING_DAY) == D("2023-06-23")
 
 
 def test_extra_days_do_not_cover_other_dates_of_uncovered_year() -> None:

@@ -72,6 +72,28 @@ def _claimed(row: Sequence[Any]) -> Claimed:
 _Transition = tuple[int, str, dict[str, Any], dict[str, Any]]
 
 
+def _split(values: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
+    """(columns set from plain values, columns set by SQL expressions) of a transition."""
+    plain = sorted(k for k, v in values.items() if not isinstance(v, sa.ColumnElement))
+    sql = {k: v for k, v in values.items() if isinstance(v, sa.ColumnElement)}
+    return plain, sql
+
+
+def _shape(values: dict[str, Any]) -> tuple[Any, ...]:
+    """Transitions of one shape share one UPDATE statement (executemany).
+
+    SQL expressions are told apart by identity: the transitions below reuse the two
+    module-level ones, anything else gets a statement of its own.
+    """
+    plain, sql = _split(values)
+    return tuple(plain), tuple((k, id(v)) for k, v in sorted(sql.items()))
+
+
+# Shared (immutable) SQL expressions, so that transitions have comparable shapes.
+_ATTEMPTS_PLUS_ONE = messages.c.attempts + 1
+_ATTEMPTS_SAME = messages.c.attempts
+
+
 _RECONNECT_DELAYS = (0.05, 0.2, 0.5, 1.0, 2.0)
 
 
@@ -268,9 +290,9 @@ class Outbox:
             "reason": reason,
             "updated_at": now,
             "lease_until": None,
-            "attempts": messages.c.attempts + 1
+            "attempts": _ATTEMPTS_PLUS_ONE
             if outcome in ("sent", "permanent", "transient")
-            else messages.c.attempts,
+            else _ATTEMPTS_SAME,
         }
         if status == "sent":
             values.update(sent_at=now, provider_id=provider_id, subject=subject, body=body)
@@ -298,7 +320,7 @@ class Outbox:
             "claimed_by": None,
         }
         if count_attempt:
-            values["attempts"] = messages.c.attempts + 1
+            values["attempts"] = _ATTEMPTS_PLUS_ONE
         return await self._transition(msg, worker, now, values, outcome, error, None, duration_ms)
 
     async def release(self, claimed: Sequence[Claimed], worker: str, now: datetime) -> None:
@@ -338,21 +360,51 @@ class Outbox:
         return await self._commits.submit((msg.id, worker, values, attempt))
 
     async def _apply(self, items: list[_Transition]) -> list[bool]:
-        """Apply queued transitions in one transaction (group commit)."""
+        """Apply queued transitions in one transaction (group commit).
+
+        A transition applies only while its worker still holds the claim (``sending``,
+        ``claimed_by``). The rows still held are read and locked first (PostgreSQL: ``FOR
+        UPDATE``; SQLite: the transaction's write lock), so the updates that follow apply
+        exactly to them; the updates go out as one executemany per shape of values instead
+        of one statement per message. A later transition of the same claim in one batch
+        finds it no longer ``sending``, as it would have one statement at a time.
+        """
         m = messages.c
-        results = []
-        attempts = []
         async with self.engine.begin() as conn:
-            for mid, worker, values, attempt in items:
-                result = await conn.execute(
-                    sa.update(messages)
-                    .where(m.id == mid, m.claimed_by == worker, m.status == "sending")
-                    .values(**values)
-                )
-                ok = result.rowcount == 1
+            rows = await conn.execute(
+                sa.select(m.id, m.claimed_by)
+                .where(m.id.in_(sorted({item[0] for item in items})), m.status == "sending")
+                .with_for_update()
+            )
+            held = {(mid, worker) for mid, worker in rows}
+            results = []
+            groups: dict[tuple[Any, ...], list[_Transition]] = {}
+            for item in items:
+                mid, worker, values, _ = item
+                ok = (mid, worker) in held
                 results.append(ok)
                 if ok:
-                    attempts.append(attempt)
+                    held.discard((mid, worker))  # it leaves ``sending`` with this transition
+                    groups.setdefault(_shape(values), []).append(item)
+            for group in groups.values():
+                plain, sql = _split(group[0][2])
+                stmt = (
+                    sa.update(messages)
+                    .where(
+                        m.id == sa.bindparam("_id"),
+                        m.claimed_by == sa.bindparam("_worker"),
+                        m.status == "sending",
+                    )
+                    .values({k: sa.bindparam(f"_v_{k}") for k in plain} | sql)
+                )
+                await conn.execute(
+                    stmt,
+                    [
+                        {"_id": mid, "_worker": worker} | {f"_v_{k}": values[k] for k in plain}
+                        for mid, worker, values, _ in group
+                    ],
+                )
+            attempts = [item[3] for item, ok in zip(items, results, strict=True) if ok]
             if attempts:
                 await conn.execute(delivery_attempts.insert(), attempts)
         return results

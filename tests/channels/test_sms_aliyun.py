@@ -32,9 +32,7 @@ async def test_channel_satisfies_the_protocol(make_aliyun) -> None:
     assert isinstance(channel, Channel) and channel.name == "sms"
 
 
-async def test_out_id_is_derived_from_the_key(
-    make_aliyun, make_envelope, aliyun_server
-) -> None:
+async def test_out_id_is_derived_from_the_key(make_aliyun, make_envelope, aliyun_server) -> None:
     """OutId equals out_id_for(envelope.key)."""
     envelope = make_envelope()
     await make_aliyun().send(envelope)
@@ -60,9 +58,7 @@ async def test_request_carries_the_send_sms_parameters(
     """Action, Version, template, number, injected clock and nonce are all sent."""
     await make_aliyun().send(make_envelope())
     params = aliyun_server.provider.accepted[0]
-    assert {
-        k: params[k] for k in ("Action", "Version", "TemplateCode", "PhoneNumbers")
-    } == {
+    assert {k: params[k] for k in ("Action", "Version", "TemplateCode", "PhoneNumbers")} == {
         "Action": "SendSms",
         "Version": "2017-05-25",
         "TemplateCode": "SMS_465324001",
@@ -87,13 +83,9 @@ async def test_parameters_travel_in_the_query_of_a_post(
     )
 
 
-async def test_wrong_secret_is_a_config_error(
-    make_aliyun, make_envelope, sms_environ
-) -> None:
+async def test_wrong_secret_is_a_config_error(make_aliyun, make_envelope, sms_environ) -> None:
     """The server's SignatureDoesNotMatch reply becomes ChannelConfigError."""
-    channel = make_aliyun(
-        environ={**sms_environ, "TEST_ALIYUN_SECRET": "not-the-secret"}
-    )
+    channel = make_aliyun(environ={**sms_environ, "TEST_ALIYUN_SECRET": "not-the-secret"})
     with pytest.raises(ChannelConfigError) as caught:
         await channel.send(make_envelope())
     assert caught.value.code == "SignatureDoesNotMatch"
@@ -136,9 +128,7 @@ async def test_business_limit_control_is_transient(
     )
 
 
-async def test_illegal_number_is_permanent(
-    make_aliyun, make_envelope, aliyun_server
-) -> None:
+async def test_illegal_number_is_permanent(make_aliyun, make_envelope, aliyun_server) -> None:
     """isv.MOBILE_NUMBER_ILLEGAL fails the message but is not a channel fault."""
     aliyun_server.provider.answer = "invalid_number"
     with pytest.raises(PermanentDeliveryError) as caught:
@@ -155,9 +145,7 @@ async def test_unapproved_template_is_a_config_error(
         await make_aliyun().send(make_envelope())
 
 
-async def test_http_429_honours_retry_after(
-    make_aliyun, make_envelope, aliyun_server
-) -> None:
+async def test_http_429_honours_retry_after(make_aliyun, make_envelope, aliyun_server) -> None:
     """HTTP 429 is transient and carries the Retry-After seconds."""
     aliyun_server.fault = "http429"
     with pytest.raises(TransientDeliveryError) as caught:
@@ -190,9 +178,7 @@ async def test_unconfigured_template_fails_before_sending(
     assert aliyun_server.requests == []
 
 
-async def test_landline_fails_before_sending(
-    make_aliyun, make_envelope, aliyun_server
-) -> None:
+async def test_landline_fails_before_sending(make_aliyun, make_envelope, aliyun_server) -> None:
     """A landline number is refused locally as permanent."""
     with pytest.raises(PermanentDeliveryError):
         await make_aliyun().send(make_envelope(address="+8643188906114"))
@@ -216,9 +202,7 @@ async def test_logs_hold_neither_secret_nor_full_number(
             make_envelope()
         )
     # httpx itself logs the full URL at INFO; logging setup must mute it (see report).
-    text = "\n".join(
-        r.getMessage() for r in caplog.records if r.name.startswith("service.")
-    )
+    text = "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("service."))
     assert "+86186****5330" in text
     assert "18644975330" not in text and sms_environ["TEST_ALIYUN_SECRET"] not in text
 

@@ -33,9 +33,7 @@ TEMPLATE = SmsTemplate(code="SMS_1", params=("unit", "date"))
 
 
 def _status(code: int, **headers: str) -> httpx.Response:
-    return httpx.Response(
-        code, headers=headers, request=httpx.Request("POST", "http://x/")
-    )
+    return httpx.Response(code, headers=headers, request=httpx.Request("POST", "http://x/"))
 
 
 def test_signature_counts_with_its_brackets() -> None:
@@ -43,9 +41,7 @@ def test_signature_counts_with_its_brackets() -> None:
     assert (sms_length("", SIGN), sms_length("", f"【{SIGN}】")) == (10, 10)
 
 
-@pytest.mark.parametrize(
-    ("total", "segments"), [(70, 1), (71, 2), (134, 2), (135, 3), (160, 3)]
-)
+@pytest.mark.parametrize(("total", "segments"), [(70, 1), (71, 2), (134, 2), (135, 3), (160, 3)])
 def test_segments_include_the_signature(total: int, segments: int) -> None:
     """Text plus the 10-character signature bills ≤70 → 1, else ⌈n/67⌉."""
     assert sms_segments("字" * (total - 10), SIGN) == segments
@@ -84,9 +80,7 @@ def test_mainland_numbers_normalise_to_e164(raw: str) -> None:
     assert mainland_e164(raw) == "+8618644975330"
 
 
-@pytest.mark.parametrize(
-    "raw", ["+8643188906114", "1864497533", "+14155550100", "12345678901"]
-)
+@pytest.mark.parametrize("raw", ["+8643188906114", "1864497533", "+14155550100", "12345678901"])
 def test_non_mobile_numbers_are_refused(raw: str) -> None:
     """Landlines, short, foreign and non-mobile numbers are permanent errors."""
     with pytest.raises(PermanentDeliveryError):
@@ -121,12 +115,9 @@ def test_default_length_limit_applies() -> None:
 
 def test_per_variable_limit_overrides_the_default() -> None:
     """A per-variable limit in the template beats the default."""
-    template = SmsTemplate(
-        code="SMS_1", params=("unit", "date"), max_param_len={"unit": 12}
-    )
+    template = SmsTemplate(code="SMS_1", params=("unit", "date"), max_param_len={"unit": 12})
     assert (
-        ordered_params(template, {"unit": "一二三四五六七", "date": "b"}, 6)[0]
-        == "一二三四五六七"
+        ordered_params(template, {"unit": "一二三四五六七", "date": "b"}, 6)[0] == "一二三四五六七"
     )
 
 
@@ -140,17 +131,13 @@ def test_urls_and_brackets_in_params_are_refused(value: str) -> None:
 
 def test_tencent_settings_default_to_six_characters() -> None:
     """Tencent's default per-variable limit is the 6 characters of new accounts."""
-    settings = TencentSettings(
-        access_key_id="i", secret_env="S", sign_name="s", sms_sdk_app_id="1"
-    )
+    settings = TencentSettings(access_key_id="i", secret_env="S", sign_name="s", sms_sdk_app_id="1")
     assert settings.default_max_param_len == 6
 
 
 def test_unknown_template_name_is_a_config_error() -> None:
     """Asking settings for an unmapped logical template is a config error."""
-    settings = TencentSettings(
-        access_key_id="i", secret_env="S", sign_name="s", sms_sdk_app_id="1"
-    )
+    settings = TencentSettings(access_key_id="i", secret_env="S", sign_name="s", sms_sdk_app_id="1")
     with pytest.raises(ChannelConfigError):
         settings.template("reminder")
 
@@ -201,6 +188,4 @@ def test_read_timeout_is_transient() -> None:
 
 def test_unsupported_protocol_is_a_config_error() -> None:
     """A malformed endpoint scheme is a config error, not worth retrying."""
-    assert isinstance(
-        error_for_transport(httpx.UnsupportedProtocol("ftp")), ChannelConfigError
-    )
+    assert isinstance(error_for_transport(httpx.UnsupportedProtocol("ftp")), ChannelConfigError)

@@ -93,10 +93,7 @@ V83_QUERY = {
     "ImageId": "win2019_1809_x64_dtc_zh-cn_40G_alibase_20230811.vhd",
     "RegionId": "cn-shanghai",
 }
-V83_SIGNED = (
-    "host;x-acs-action;x-acs-content-sha256;x-acs-date;x-acs-signature-nonce;"
-    "x-acs-version"
-)
+V83_SIGNED = "host;x-acs-action;x-acs-content-sha256;x-acs-date;x-acs-signature-nonce;x-acs-version"
 V83_CANONICAL = (
     "POST\n/\n"
     "ImageId=win2019_1809_x64_dtc_zh-cn_40G_alibase_20230811.vhd&RegionId=cn-shanghai\n"
@@ -174,9 +171,7 @@ def test_aliyun_8_1_string_to_sign() -> None:
 
 def test_aliyun_8_1_signature() -> None:
     """§8.1: the HMAC-SHA1 signature is the official one."""
-    assert (
-        aliyun_rpc_signature("testsecret", "GET", V81) == "9NaGiOspFP5UPcwX8Iwt2YJXXuk="
-    )
+    assert aliyun_rpc_signature("testsecret", "GET", V81) == "9NaGiOspFP5UPcwX8Iwt2YJXXuk="
 
 
 def test_aliyun_8_1_signature_url_encoded() -> None:
@@ -205,32 +200,24 @@ def test_aliyun_8_2_string_to_sign() -> None:
 
 def test_aliyun_8_2_get_signature() -> None:
     """§8.2: the GET signature is the widely pinned demo value."""
-    assert (
-        aliyun_rpc_signature("testSecret", "GET", V82) == "zJDF+Lrzhj/ThnlvIToysFRq6t4="
-    )
+    assert aliyun_rpc_signature("testSecret", "GET", V82) == "zJDF+Lrzhj/ThnlvIToysFRq6t4="
 
 
 def test_aliyun_8_2_post_signature() -> None:
     """§8.2: the same parameters signed for POST give the self-computed value."""
-    assert (
-        aliyun_rpc_signature("testSecret", "POST", V82)
-        == "Xvhv7fPXrPkLVSnlt0jIr08o8NQ="
-    )
+    assert aliyun_rpc_signature("testSecret", "POST", V82) == "Xvhv7fPXrPkLVSnlt0jIr08o8NQ="
 
 
 def test_aliyun_v3_8_3_canonical_request() -> None:
     """§8.3: the ACS3 canonical request and signed headers match the doc."""
-    canonical, signed = aliyun_v3_canonical_request(
-        "POST", V83_QUERY, V83_HEADERS, sha256_hex(b"")
-    )
+    canonical, signed = aliyun_v3_canonical_request("POST", V83_QUERY, V83_HEADERS, sha256_hex(b""))
     assert (canonical, signed) == (V83_CANONICAL, V83_SIGNED)
 
 
 def test_aliyun_v3_8_3_string_to_sign() -> None:
     """§8.3: the ACS3 string to sign matches the doc."""
     assert aliyun_v3_string_to_sign(V83_CANONICAL) == (
-        "ACS3-HMAC-SHA256\n"
-        "7ea06492da5221eba5297e897ce16e55f964061054b7695beedaac1145b1e259"
+        "ACS3-HMAC-SHA256\n7ea06492da5221eba5297e897ce16e55f964061054b7695beedaac1145b1e259"
     )
 
 

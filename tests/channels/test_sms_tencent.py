@@ -74,10 +74,7 @@ async def test_common_headers_follow_the_injected_clock(
     """X-TC-Action, Version, Region and the injected clock's Timestamp are sent."""
     await make_tencent().send(make_envelope())
     headers, _ = tencent_server.provider.accepted[0]
-    sent = {
-        k: headers[k]
-        for k in ("x-tc-action", "x-tc-version", "x-tc-region", "x-tc-timestamp")
-    }
+    sent = {k: headers[k] for k in ("x-tc-action", "x-tc-version", "x-tc-region", "x-tc-timestamp")}
     assert sent == {
         "x-tc-action": "SendSms",
         "x-tc-version": "2021-01-11",
@@ -92,19 +89,12 @@ async def test_body_is_utf8_json_not_ascii_escapes(
     """The signed payload carries raw UTF-8 Chinese, and it parses as JSON."""
     await make_tencent().send(make_envelope())
     raw = tencent_server.requests[0].body
-    assert (
-        "吉林省应急管理厅".encode() in raw
-        and json.loads(raw)["SignName"] == "吉林省应急管理厅"
-    )
+    assert "吉林省应急管理厅".encode() in raw and json.loads(raw)["SignName"] == "吉林省应急管理厅"
 
 
-async def test_wrong_secret_is_a_config_error(
-    make_tencent, make_envelope, sms_environ
-) -> None:
+async def test_wrong_secret_is_a_config_error(make_tencent, make_envelope, sms_environ) -> None:
     """The server's AuthFailure.SignatureFailure becomes ChannelConfigError."""
-    channel = make_tencent(
-        environ={**sms_environ, "TEST_TENCENT_SECRET": "not-the-key"}
-    )
+    channel = make_tencent(environ={**sms_environ, "TEST_TENCENT_SECRET": "not-the-key"})
     with pytest.raises(ChannelConfigError) as caught:
         await channel.send(make_envelope())
     assert caught.value.code == "AuthFailure.SignatureFailure"
@@ -131,9 +121,7 @@ async def test_daily_limit_defers_to_beijing_midnight(
     )
 
 
-async def test_incorrect_number_is_permanent(
-    make_tencent, make_envelope, tencent_server
-) -> None:
+async def test_incorrect_number_is_permanent(make_tencent, make_envelope, tencent_server) -> None:
     """InvalidParameterValue.IncorrectPhoneNumber fails the message, not the channel."""
     tencent_server.provider.answer = "invalid_number"
     with pytest.raises(PermanentDeliveryError) as caught:
@@ -141,18 +129,14 @@ async def test_incorrect_number_is_permanent(
     assert not isinstance(caught.value, ChannelConfigError)
 
 
-async def test_request_limit_is_transient(
-    make_tencent, make_envelope, tencent_server
-) -> None:
+async def test_request_limit_is_transient(make_tencent, make_envelope, tencent_server) -> None:
     """A request-level RequestLimitExceeded error is transient."""
     tencent_server.provider.answer = "request_limit"
     with pytest.raises(TransientDeliveryError):
         await make_tencent().send(make_envelope())
 
 
-async def test_http_429_honours_retry_after(
-    make_tencent, make_envelope, tencent_server
-) -> None:
+async def test_http_429_honours_retry_after(make_tencent, make_envelope, tencent_server) -> None:
     """HTTP 429 is transient and carries the Retry-After seconds."""
     tencent_server.fault = "http429"
     with pytest.raises(TransientDeliveryError) as caught:
@@ -160,18 +144,14 @@ async def test_http_429_honours_retry_after(
     assert caught.value.retry_after == 7.0
 
 
-async def test_http_500_is_transient(
-    make_tencent, make_envelope, tencent_server
-) -> None:
+async def test_http_500_is_transient(make_tencent, make_envelope, tencent_server) -> None:
     """HTTP 500 without a Response body is transient."""
     tencent_server.fault = "http500"
     with pytest.raises(TransientDeliveryError):
         await make_tencent().send(make_envelope())
 
 
-async def test_timeout_is_transient(
-    make_tencent, make_envelope, tencent_server
-) -> None:
+async def test_timeout_is_transient(make_tencent, make_envelope, tencent_server) -> None:
     """A server slower than the client timeout gives a transient error."""
     tencent_server.fault = "hang"
     async with asyncio.timeout(5):

@@ -40,17 +40,13 @@ async def test_channel_satisfies_the_protocol(make_webhook) -> None:
     assert isinstance(channel, Channel) and channel.name == "sms"
 
 
-async def test_provider_id_comes_from_the_configured_field(
-    make_webhook, make_envelope
-) -> None:
+async def test_provider_id_comes_from_the_configured_field(make_webhook, make_envelope) -> None:
     """A dotted provider_id_field picks the id out of the JSON reply."""
     result = await make_webhook(provider_id_field="data.id").send(make_envelope())
     assert result.provider_id == "msg-42"
 
 
-async def test_provider_id_is_none_when_the_field_is_absent(
-    make_webhook, make_envelope
-) -> None:
+async def test_provider_id_is_none_when_the_field_is_absent(make_webhook, make_envelope) -> None:
     """A reply without the configured field is still a success, with no id."""
     result = await make_webhook(provider_id_field="data.missing").send(make_envelope())
     assert result.provider_id is None
@@ -80,9 +76,7 @@ async def test_idempotency_key_is_derived_from_the_key(
     """The Idempotency-Key header equals out_id_for(envelope.key)."""
     envelope = make_envelope()
     await make_webhook().send(envelope)
-    assert webhook_server.requests[0].headers["idempotency-key"] == out_id_for(
-        envelope.key
-    )
+    assert webhook_server.requests[0].headers["idempotency-key"] == out_id_for(envelope.key)
 
 
 async def test_undefined_variable_is_a_config_error(
@@ -102,9 +96,7 @@ async def test_sandbox_blocks_attribute_escapes(make_webhook, make_envelope) -> 
         await channel.send(make_envelope())
 
 
-async def test_non_json_rendering_is_a_config_error(
-    make_webhook, make_envelope
-) -> None:
+async def test_non_json_rendering_is_a_config_error(make_webhook, make_envelope) -> None:
     """A template that renders invalid JSON is refused before sending."""
     with pytest.raises(ChannelConfigError) as caught:
         await make_webhook(body_template='{"to": "{{ to }}"').send(make_envelope())
@@ -123,9 +115,7 @@ async def test_missing_token_variable_fails_at_construction(make_webhook) -> Non
         make_webhook(token_env="TEST_WEBHOOK_TOKEN", environ={})
 
 
-async def test_http_429_honours_retry_after(
-    make_webhook, make_envelope, webhook_server
-) -> None:
+async def test_http_429_honours_retry_after(make_webhook, make_envelope, webhook_server) -> None:
     """HTTP 429 is transient and carries the Retry-After seconds."""
     webhook_server.fault = "http429"
     with pytest.raises(TransientDeliveryError) as caught:
@@ -133,9 +123,7 @@ async def test_http_429_honours_retry_after(
     assert caught.value.retry_after == 7.0
 
 
-async def test_http_500_is_transient(
-    make_webhook, make_envelope, webhook_server
-) -> None:
+async def test_http_500_is_transient(make_webhook, make_envelope, webhook_server) -> None:
     """HTTP 500 is transient."""
     webhook_server.fault = "http500"
     with pytest.raises(TransientDeliveryError):
@@ -149,10 +137,7 @@ async def test_http_400_is_permanent(
     webhook_server.provider.reply = reply_factory(400, {"error": "bad number"})
     with pytest.raises(PermanentDeliveryError) as caught:
         await make_webhook().send(make_envelope())
-    assert (
-        not isinstance(caught.value, ChannelConfigError)
-        and caught.value.code == "HTTP 400"
-    )
+    assert not isinstance(caught.value, ChannelConfigError) and caught.value.code == "HTTP 400"
 
 
 async def test_http_401_is_a_config_error(
@@ -164,9 +149,7 @@ async def test_http_401_is_a_config_error(
         await make_webhook().send(make_envelope())
 
 
-async def test_timeout_is_transient(
-    make_webhook, make_envelope, webhook_server
-) -> None:
+async def test_timeout_is_transient(make_webhook, make_envelope, webhook_server) -> None:
     """A gateway slower than the client timeout gives a transient error."""
     webhook_server.fault = "hang"
     async with asyncio.timeout(5):

@@ -54,9 +54,7 @@ def upgrade() -> None:
         sa.Column("due_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("expires_at", sa.DateTime(timezone=True), nullable=True),
-        sa.Column(
-            "status", sa.String(length=12), server_default="pending", nullable=False
-        ),
+        sa.Column("status", sa.String(length=12), server_default="pending", nullable=False),
         sa.Column("reason", sa.Text(), server_default="", nullable=False),
         sa.Column("attempts", sa.Integer(), server_default="0", nullable=False),
         sa.Column("claimed_by", sa.String(length=64), nullable=True),
@@ -72,9 +70,7 @@ def upgrade() -> None:
         sa.UniqueConstraint("idem_key", name=op.f("uq_messages_idem_key")),
     )
     with op.batch_alter_table("messages", schema=None) as batch_op:
-        batch_op.create_index(
-            "ix_messages_claim", ["status", "next_attempt_at"], unique=False
-        )
+        batch_op.create_index("ix_messages_claim", ["status", "next_attempt_at"], unique=False)
 
     op.create_table(
         "submissions",
@@ -135,10 +131,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_delivery_attempts")),
     )
     with op.batch_alter_table("delivery_attempts", schema=None) as batch_op:
-        batch_op.create_index(
-            "ix_delivery_attempts_message", ["message_id"], unique=False
-        )
-
+        batch_op.create_index("ix_delivery_attempts_message", ["message_id"], unique=False)
 
     op.create_table(
         "planner_state",
