@@ -421,7 +421,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     print()
     print(text)
-    log(f"written {args.output.relative_to(ROOT)}")
+    log(f"written {args.output}")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from datetime import time as dtime
@@ -47,6 +47,10 @@ class RetryPolicy:
     lease: timedelta = timedelta(minutes=5)
     batch: int = 200
     concurrency: int = 8
+    # Sent but not yet recorded, at most: the sender does not wait for each result's
+    # commit (they share group commits), but a lagging store soon pauses sending. A crash
+    # can resend at most this many (plus those in flight); see README "crash window".
+    unrecorded: int = 32
 
     def delay(self, attempts: int, rng: random.Random, hint: float | None = None) -> float:
         """Exponential backoff with full jitter, never shorter than the peer's hint."""
@@ -82,6 +86,10 @@ class Dispatcher:
     rng: random.Random = field(default_factory=random.Random)
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     _sms_today: dict[tuple[str, str], int] = field(default_factory=dict)
+    # Per batch: each message's queued transition (task, intended outcome, key).
+    _records: dict[int, tuple[asyncio.Future[bool], str, str]] = field(default_factory=dict)
+    _unrecorded: asyncio.Semaphore = field(default_factory=asyncio.Semaphore)
+    _broken: list[BaseException] = field(default_factory=list)
 
     async def run(self) -> Stats:
         """Claim and process batches until nothing is due (or a stop was requested)."""
@@ -100,29 +108,61 @@ class Dispatcher:
         counts = await self.ledger.counts_for(units, as_of=now)
         await self._load_sms_counts(batch, now)
         sem = asyncio.Semaphore(self.policy.concurrency)
-        pending = list(batch)
+        self._records = {}
+        self._unrecorded = asyncio.Semaphore(self.policy.unrecorded)
         broken: list[BaseException] = []
+        self._broken = broken
+        pending = list(batch)
 
         async def one(msg: Claimed) -> None:
             async with sem:
                 if self.stopping.is_set() or broken:
                     return
                 pending.remove(msg)
+                await self._unrecorded.acquire()
                 try:
-                    outcome = await self._process(msg, counts, now)
+                    await self._process(msg, counts, now)
                 except Exception as exc:
                     # The store failed even after reconnecting: send nothing more. What is
                     # left stays claimed and returns when its lease expires.
                     broken.append(exc)
-                    return
-                setattr(stats, outcome, getattr(stats, outcome) + 1)
+                if msg.id not in self._records:
+                    self._unrecorded.release()
 
         await asyncio.gather(*(one(m) for m in batch))
+        records = list(self._records.values())
+        results = await asyncio.gather(*(t for t, _, _ in records), return_exceptions=True)
+        for (_, outcome, key), ok in zip(records, results, strict=True):
+            if isinstance(ok, BaseException):
+                continue  # in ``broken`` already
+            if not ok and outcome == "sent":
+                log.error(
+                    "sent but lease lost: another worker may resend (same Message-ID)", key=key
+                )
+            name = outcome if ok else "lost_lease"
+            setattr(stats, name, getattr(stats, name) + 1)
+        self._records = {}
         if broken:
             raise broken[0]
         if pending:  # stop requested: hand back what never started
             await self.outbox.release(pending, self.worker, self.clock.now())
         return stats
+
+    def _record(self, msg: Claimed, transition: Awaitable[bool], outcome: str) -> str:
+        """Queue a message's one transition without waiting for its commit.
+
+        The group commit writes it with whatever else has queued up; the batch waits for
+        all of them (and counts lost leases) before it ends.
+        """
+        task = asyncio.ensure_future(transition)
+        task.add_done_callback(self._recorded)
+        self._records[msg.id] = (task, outcome, msg.key)
+        return outcome
+
+    def _recorded(self, task: asyncio.Future[bool]) -> None:
+        self._unrecorded.release()
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            self._broken.append(exc)  # the store failed even after reconnecting
 
     async def _process(self, msg: Claimed, counts: Counts, now: datetime) -> str:
         rt = self.runtime
@@ -176,16 +216,19 @@ class Dispatcher:
             return None
         if msg.expires_at is not None and opens > msg.expires_at:
             return await self._end(msg, now, "stale", "no SMS sending window before it expired")
-        await self.outbox.retry_later(
+        return self._record(
             msg,
-            self.worker,
-            now,
-            opens,
-            "waiting for the SMS sending window",
-            count_attempt=False,
-            outcome="deferred",
+            self.outbox.retry_later(
+                msg,
+                self.worker,
+                now,
+                opens,
+                "waiting for the SMS sending window",
+                count_attempt=False,
+                outcome="deferred",
+            ),
+            "deferred",
         )
-        return "deferred"
 
     def _sms_slot(self, person: Person, now: datetime) -> tuple[str, str]:
         tz = self.runtime.model.schedule.campaign.tz
@@ -296,30 +339,31 @@ class Dispatcher:
                     duration_ms=ms,
                 )
             delay = self.policy.delay(attempts, self.rng, exc.retry_after)
-            ok = await self.outbox.retry_later(
-                msg, self.worker, now, now + timedelta(seconds=delay), error, duration_ms=ms
+            return self._record(
+                msg,
+                self.outbox.retry_later(
+                    msg, self.worker, now, now + timedelta(seconds=delay), error, duration_ms=ms
+                ),
+                "retried",
             )
-            return "retried" if ok else "lost_lease"
         ms = int((time.perf_counter() - started) * 1000)
-        ok = await self.outbox.finish(
-            msg,
-            self.worker,
-            self.clock.now(),
-            "sent",
-            "",
-            "sent",
-            provider_id=result.provider_id,
-            subject=envelope.subject,
-            body=envelope.text,
-            duration_ms=ms,
-        )
-        if not ok:
-            log.error(
-                "sent but lease lost: another worker may resend (same Message-ID)", key=msg.key
-            )
-            return "lost_lease"
         log.debug("sent", key=msg.key, channel=msg.channel, to=mask_address(envelope.address))
-        return "sent"
+        return self._record(
+            msg,
+            self.outbox.finish(
+                msg,
+                self.worker,
+                self.clock.now(),
+                "sent",
+                "",
+                "sent",
+                provider_id=result.provider_id,
+                subject=envelope.subject,
+                body=envelope.text,
+                duration_ms=ms,
+            ),
+            "sent",
+        )
 
     async def _already_accepted(
         self, channel: StatusQuery, envelope: Envelope, msg: Claimed
@@ -350,14 +394,17 @@ class Dispatcher:
         outcome: str | None = None,
         duration_ms: int = 0,
     ) -> str:
-        ok = await self.outbox.finish(
+        return self._record(
             msg,
-            self.worker,
-            now,
+            self.outbox.finish(
+                msg,
+                self.worker,
+                now,
+                status,
+                reason,
+                outcome or status,
+                error=reason if status != "sent" else "",
+                duration_ms=duration_ms,
+            ),
             status,
-            reason,
-            outcome or status,
-            error=reason if status != "sent" else "",
-            duration_ms=duration_ms,
         )
-        return status if ok else "lost_lease"

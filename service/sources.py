@@ -115,14 +115,18 @@ def line_of(doc: Any, loc: Sequence[int | str]) -> int | None:
     if isinstance(node, CommentedMap | CommentedSeq):
         line = node.lc.line + 1
     for part in loc:
+        # Positions can be missing (e.g. items of a tagged flow sequence): keep the last.
         if isinstance(node, CommentedMap) and part in node:
-            line = node.lc.key(part)[0] + 1
+            pos = node.lc.key(part)
             node = node[part]
         elif isinstance(node, CommentedSeq) and isinstance(part, int) and part < len(node):
-            line = node.lc.item(part)[0] + 1
+            pos = node.lc.item(part)
             node = node[part]
         else:
             break
+        if not pos:
+            break
+        line = pos[0] + 1
     return line
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from jinja2 import FileSystemLoader, StrictUndefined
+from jinja2 import FileSystemLoader, StrictUndefined, Template
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -68,6 +68,8 @@ class Templates:
             "loader": loader,
             "trim_blocks": True,
             "lstrip_blocks": True,
+            # A reload builds a new Templates (SIGHUP); never stat the files per render.
+            "auto_reload": False,
         }
         self.text_env = ImmutableSandboxedEnvironment(autoescape=False, **common)
         self.html_env = ImmutableSandboxedEnvironment(autoescape=True, **common)
@@ -77,6 +79,7 @@ class Templates:
             self.sms = SmsSpec.model_validate(to_plain(doc))
         except ValidationError as exc:
             raise ConfigError(problems_from_validation(sms_path, doc, exc)) from None
+        self._email: dict[str, tuple[Template, Template, Template]] = {}
         self._sms_params = {
             kind: {name: self.text_env.from_string(expr) for name, expr in spec.params.items()}
             for kind, spec in self.sms.templates.items()
@@ -87,11 +90,18 @@ class Templates:
             params = {name: tpl.render(ctx).strip() for name, tpl in self._sms_params[kind].items()}
             text = _VAR.sub(lambda m: params[m.group(1)], self.sms.templates[kind].text)
             return Rendered(subject=f"SMS:{kind}", text=text, sms_params=params)
-        subject = self.text_env.get_template(f"email/{kind}.subject.txt").render(ctx)
+        templates = self._email.get(kind)
+        if templates is None:
+            templates = self._email[kind] = (
+                self.text_env.get_template(f"email/{kind}.subject.txt"),
+                self.text_env.get_template(f"email/{kind}.txt"),
+                self.html_env.get_template(f"email/{kind}.html"),
+            )
+        subject_t, text_t, html_t = templates
         return Rendered(
-            subject=" ".join(subject.split()),
-            text=self.text_env.get_template(f"email/{kind}.txt").render(ctx),
-            html=self.html_env.get_template(f"email/{kind}.html").render(ctx),
+            subject=" ".join(subject_t.render(ctx).split()),
+            text=text_t.render(ctx),
+            html=html_t.render(ctx),
         )
 
     def check_sms(self, kind: str, rendered: Rendered, where: str) -> list[Problem]:

@@ -800,3 +800,19 @@ def test_validate_refuses_huge_range_without_traceback(cli: Invoke) -> None:
     assert_no_traceback(result)
     assert result.exit_code == 1
     assert "reminder" in result.stderr
+
+
+def test_tagged_flow_sequence_in_a_list_is_located(
+    write_schedule: Any, schedule_path: Path
+) -> None:
+    """A YAML-tagged flow list where escalation steps belong is refused with file and line."""
+    text = schedule_path.read_text(encoding="utf-8")
+    old = "    escalation: *escalation\n"
+    assert old in text
+    path = write_schedule(
+        text.replace(old, "    escalation: !!python/object/apply:os.system [ls]\n", 1)
+    )
+    with pytest.raises(ConfigError) as caught:
+        parse_schedule(path)
+    problem = caught.value.problems[0]
+    assert problem.file == str(path) and problem.line is not None

@@ -374,7 +374,8 @@ async def test_pg_connections_dropped_between_statements_are_replaced(
         clock=clock,
         channels=channels,
         worker="faults:c1",
-        policy=RetryPolicy(concurrency=1),  # no statement in flight while a send runs
+        # No statement in flight while a send runs: one message at a time, recorded first.
+        policy=RetryPolicy(concurrency=1, unrecorded=1),
         connect_args=pg_connect_args(pg_schema, app_name),
     ) as app:
         result = await app.reconciler.run_cycle("pg-drop")

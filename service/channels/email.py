@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import email
 import email.policy
 import email.utils
@@ -15,6 +16,7 @@ import random
 import re
 import ssl
 import sys
+import time
 import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import InitVar, dataclass, field
@@ -438,6 +440,8 @@ def classify(exc: BaseException) -> DeliveryError:
         )
     if _is_tls_failure(exc):
         return ChannelConfigError(f"SMTP TLS handshake/verification failed: {exc}")
+    if isinstance(exc, aiosmtplib.SMTPRecipientRefused):
+        return _by_code(exc.code, f"recipient refused: {exc.message}")
     if isinstance(exc, aiosmtplib.SMTPRecipientsRefused) and exc.recipients:
         refused = exc.recipients[0]
         return _by_code(refused.code, f"recipient refused: {refused.message}")
@@ -461,6 +465,8 @@ def _by_code(code: int, message: str) -> DeliveryError:
     return TransientDeliveryError(message, code=str(code))
 
 
+# A pooled session idle longer than this (seconds) is probed with NOOP before it is used.
+PROBE_IDLE = 2.0
 # NOOP answers meaning "this pooled session is gone": disconnect, or 421 closing.
 _STALE_SESSION = (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPResponseException)
 # A peer hanging up mid-handshake is a network event, not a misconfiguration.
@@ -493,6 +499,7 @@ class EmailChannel:
         for client in self._clients:
             self._idle.put_nowait(client)
         self._closed = False
+        self._last_used: dict[int, float] = {}  # id(client) -> monotonic time of last send
 
     def __repr__(self) -> str:
         s = self.settings
@@ -554,22 +561,54 @@ class EmailChannel:
         return SendResult(provider_id=message_id, detail=response)
 
     async def _send_on(self, client: aiosmtplib.SMTP, raw: bytes, to: str) -> str:
-        if client.is_connected:
-            # An idle session may have been dropped by the server without us noticing
-            # yet; probing before the transaction keeps the reconnect duplicate-free.
+        reused = client.is_connected
+        if reused and time.monotonic() - self._last_used.get(id(client), 0.0) > PROBE_IDLE:
+            # A session idle for a while may have been dropped by the server (or a NAT)
+            # without us noticing yet: probe before the transaction, not during it.
             try:
                 await client.noop()
             except _STALE_SESSION:
                 client.close()
+            reused = client.is_connected
         if not client.is_connected:
             await client.connect()
-        # Pre-rendered 7-bit bytes: sendmail, not send_message, so aiosmtplib does not
-        # copy and re-flatten the message with the stdlib generator.
-        errors, response = await client.sendmail(self.settings.from_addr, [to], raw)
-        if errors:  # a partial refusal does not raise
-            refused = next(iter(errors.values()))
-            raise _by_code(refused.code, f"recipient refused: {refused.message}")
+        try:
+            response = await self._transaction(client, raw, to)
+        except aiosmtplib.SMTPServerDisconnected as exc:
+            # A busy session is not probed (a NOOP per message costs a round trip); if
+            # the server hung up in between, MAIL FROM finds out. Nothing of the message
+            # was sent before DATA, so one retry on a new session cannot duplicate it.
+            if not reused or getattr(exc, "stage", "") != "mail":
+                raise
+            client.close()
+            await client.connect()
+            response = await self._transaction(client, raw, to)
+        self._last_used[id(client)] = time.monotonic()
         return response
+
+    async def _transaction(self, client: aiosmtplib.SMTP, raw: bytes, to: str) -> str:
+        """MAIL, RCPT, DATA for one recipient (``sendmail`` without re-validation).
+
+        Pre-rendered 7-bit bytes, so aiosmtplib does not copy and re-flatten the message.
+        A disconnect during MAIL FROM is marked (``stage = "mail"``): nothing was sent.
+        """
+        if client.is_ehlo_or_helo_needed:
+            await client.ehlo()
+        options = [f"size={len(raw)}"] if client.supports_extension("size") else []
+        try:
+            await client.mail(self.settings.from_addr, options=options)
+        except aiosmtplib.SMTPServerDisconnected as exc:
+            exc.stage = "mail"  # type: ignore[attr-defined]
+            raise
+        try:
+            await client.rcpt(to)
+            response = await client.data(raw)
+        except aiosmtplib.SMTPResponseException:
+            # As sendmail: reset the envelope so the session stays usable.
+            with contextlib.suppress(ConnectionError, aiosmtplib.SMTPResponseException):
+                await client.rset()
+            raise
+        return response.message
 
     async def aclose(self) -> None:
         self._closed = True

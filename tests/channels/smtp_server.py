@@ -18,6 +18,11 @@ class RecordingHandler:
     def __init__(self) -> None:
         self.messages: asyncio.Queue[bytes] = asyncio.Queue()
         self.data_commands = 0
+        self.noop_commands = 0
+
+    async def handle_NOOP(self, server: Any, session: Any, envelope: Any, arg: str) -> str:
+        self.noop_commands += 1
+        return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         self.data_commands += 1

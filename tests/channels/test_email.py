@@ -16,6 +16,7 @@ from typing import Any
 import aiosmtplib
 import pytest
 
+import service.channels.email as email_channel
 from service.channels.base import (
     Attachment,
     ChannelConfigError,
@@ -284,6 +285,35 @@ async def test_reconnects_when_pooled_connection_was_lost() -> None:
             await channel.aclose()
         assert handler.data_commands == 2
         assert server.connections == 2
+
+
+async def test_busy_session_is_not_probed() -> None:
+    """Back-to-back sends on one pooled session go without a NOOP round trip each."""
+    handler = RecordingHandler()
+    async with running_server(handler) as server:
+        channel = EmailChannel(settings(server, pool_size=1))
+        try:
+            for i in range(3):
+                await channel.send(envelope(f"{KEY}/{i}"))
+        finally:
+            await channel.aclose()
+        assert handler.data_commands == 3
+        assert handler.noop_commands == 0
+
+
+async def test_idle_session_is_probed_before_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pooled session idle past PROBE_IDLE is checked with NOOP before MAIL FROM."""
+    monkeypatch.setattr(email_channel, "PROBE_IDLE", 0.0)
+    handler = RecordingHandler()
+    async with running_server(handler) as server:
+        channel = EmailChannel(settings(server, pool_size=1))
+        try:
+            await channel.send(envelope())
+            await channel.send(envelope(f"{KEY}/again"))
+        finally:
+            await channel.aclose()
+        assert handler.noop_commands == 1
+        assert server.connections == 1
 
 
 async def test_starttls_when_configured(server_tls: ssl.SSLContext, ca_bundle: str) -> None:

@@ -65,6 +65,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--start", required=True, help="virtual start time, ISO 8601 with offset")
     p.add_argument("--lease-seconds", type=float, default=30.0)
     p.add_argument("--concurrency", type=int, default=4)
+    p.add_argument("--unrecorded", type=int, default=6)
     p.add_argument("--max-cycles", type=int, default=50)
     return p.parse_args(argv)
 
@@ -87,7 +88,11 @@ async def main(args: argparse.Namespace) -> None:
         database_url=args.db_url,
     )
     clock = VirtualClock(datetime.fromisoformat(args.start))
-    policy = RetryPolicy(lease=timedelta(seconds=args.lease_seconds), concurrency=args.concurrency)
+    policy = RetryPolicy(
+        lease=timedelta(seconds=args.lease_seconds),
+        concurrency=args.concurrency,
+        unrecorded=args.unrecorded,
+    )
     async with open_app(settings, clock, policy=policy) as app:
         dispatcher = app.reconciler.dispatcher
         dispatcher.channels = {k: Announcing(v) for k, v in dispatcher.channels.items()}

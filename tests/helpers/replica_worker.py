@@ -4,7 +4,7 @@ Usage (see tests/test_replicas.py)::
 
     python tests/helpers/replica_worker.py --name r0 --schedule S --contacts C \
         --templates T --db-url URL --schema NAME --clock-file F --receipts-dir D \
-        --lease-seconds 60 --batch 50 --concurrency 8 --deadline 120
+        --lease-seconds 60 --batch 50 --concurrency 8 --unrecorded 16 --deadline 120
 
 ``open_app`` takes no engine options, and asyncpg cannot select a schema from the URL
 (``search_path`` is a server setting, passed as ``connect_args``), so :func:`wire` builds
@@ -164,6 +164,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lease-seconds", type=float, default=60.0)
     p.add_argument("--batch", type=int, default=50)
     p.add_argument("--concurrency", type=int, default=8)
+    p.add_argument("--unrecorded", type=int, default=32)
     p.add_argument("--deadline", type=float, default=120.0)
     return p.parse_args(argv)
 
@@ -185,6 +186,7 @@ async def main(args: argparse.Namespace) -> int:
         lease=timedelta(seconds=args.lease_seconds),
         batch=args.batch,
         concurrency=args.concurrency,
+        unrecorded=args.unrecorded,
     )
     async with wire(
         schedule=args.schedule,
