@@ -86,33 +86,60 @@ class Dispatcher:
     rng: random.Random = field(default_factory=random.Random)
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
     _sms_today: dict[tuple[str, str], int] = field(default_factory=dict)
-    # Per batch: each message's queued transition (task, intended outcome, key).
-    _records: dict[int, tuple[asyncio.Future[bool], str, str]] = field(default_factory=dict)
+    # Per run: each message's queued transition (task, intended outcome, key).
+    _records: list[tuple[asyncio.Future[bool], str, str]] = field(default_factory=list)
+    _recorded_ids: set[int] = field(default_factory=set)  # per batch
     _unrecorded: asyncio.Semaphore = field(default_factory=asyncio.Semaphore)
     _broken: list[BaseException] = field(default_factory=list)
 
     async def run(self) -> Stats:
-        """Claim and process batches until nothing is due (or a stop was requested)."""
+        """Claim and process batches until nothing is due (or a stop was requested).
+
+        Results are recorded in the background (group commits) while the next messages
+        and batches are sent; the run waits for all of them before it returns.
+        """
         total = Stats()
-        while not self.stopping.is_set():
-            now = self.clock.now()
-            batch = await self.outbox.claim(self.worker, now, self.policy.batch, self.policy.lease)
-            if not batch:
-                break
-            total.add(await self._process_batch(batch, now))
+        self._records = []
+        self._broken = []
+        self._unrecorded = asyncio.Semaphore(self.policy.unrecorded)
+        try:
+            while not self.stopping.is_set() and not self._broken:
+                now = self.clock.now()
+                batch = await self.outbox.claim(
+                    self.worker, now, self.policy.batch, self.policy.lease
+                )
+                if not batch:
+                    break
+                total.claimed += len(batch)
+                await self._process_batch(batch, now)
+        finally:
+            await self._settle(total)
+        if self._broken:
+            raise self._broken[0]
         return total
 
-    async def _process_batch(self, batch: list[Claimed], now: datetime) -> Stats:
-        stats = Stats(claimed=len(batch))
+    async def _settle(self, stats: Stats) -> None:
+        """Wait for every queued transition; count outcomes and lost leases."""
+        records, self._records = self._records, []
+        results = await asyncio.gather(*(t for t, _, _ in records), return_exceptions=True)
+        for (_, outcome, key), ok in zip(records, results, strict=True):
+            if isinstance(ok, BaseException):
+                continue  # in ``_broken`` already
+            if not ok and outcome == "sent":
+                log.error(
+                    "sent but lease lost: another worker may resend (same Message-ID)", key=key
+                )
+            name = outcome if ok else "lost_lease"
+            setattr(stats, name, getattr(stats, name) + 1)
+
+    async def _process_batch(self, batch: list[Claimed], now: datetime) -> None:
         units = sorted({u for m in batch for u in m.units})
         counts = await self.ledger.counts_for(units, as_of=now)
         await self._load_sms_counts(batch, now)
         sem = asyncio.Semaphore(self.policy.concurrency)
-        self._records = {}
-        self._unrecorded = asyncio.Semaphore(self.policy.unrecorded)
-        broken: list[BaseException] = []
-        self._broken = broken
+        broken = self._broken
         pending = list(batch)
+        self._recorded_ids = set()
 
         async def one(msg: Claimed) -> None:
             async with sem:
@@ -126,37 +153,23 @@ class Dispatcher:
                     # The store failed even after reconnecting: send nothing more. What is
                     # left stays claimed and returns when its lease expires.
                     broken.append(exc)
-                if msg.id not in self._records:
+                if msg.id not in self._recorded_ids:
                     self._unrecorded.release()
 
         await asyncio.gather(*(one(m) for m in batch))
-        records = list(self._records.values())
-        results = await asyncio.gather(*(t for t, _, _ in records), return_exceptions=True)
-        for (_, outcome, key), ok in zip(records, results, strict=True):
-            if isinstance(ok, BaseException):
-                continue  # in ``broken`` already
-            if not ok and outcome == "sent":
-                log.error(
-                    "sent but lease lost: another worker may resend (same Message-ID)", key=key
-                )
-            name = outcome if ok else "lost_lease"
-            setattr(stats, name, getattr(stats, name) + 1)
-        self._records = {}
-        if broken:
-            raise broken[0]
-        if pending:  # stop requested: hand back what never started
+        if pending and not broken:  # stop requested: hand back what never started
             await self.outbox.release(pending, self.worker, self.clock.now())
-        return stats
 
     def _record(self, msg: Claimed, transition: Awaitable[bool], outcome: str) -> str:
         """Queue a message's one transition without waiting for its commit.
 
-        The group commit writes it with whatever else has queued up; the batch waits for
-        all of them (and counts lost leases) before it ends.
+        The group commit writes it with whatever else has queued up; :meth:`run` waits
+        for all of them (and counts lost leases) before it returns.
         """
         task = asyncio.ensure_future(transition)
         task.add_done_callback(self._recorded)
-        self._records[msg.id] = (task, outcome, msg.key)
+        self._records.append((task, outcome, msg.key))
+        self._recorded_ids.add(msg.id)
         return outcome
 
     def _recorded(self, task: asyncio.Future[bool]) -> None:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import csv
+import functools
 import io
 from collections.abc import Iterable
-from datetime import date, datetime
+from datetime import date, datetime, tzinfo
 from typing import Any
 
 from .directory import Person
 from .model import CampaignModel
 from .occurrences import Occurrence
+from .schedule import OfficeContact
 from .status import Counts
 
 WEEKDAY_ZH = ("星期一", "星期二", "星期三", "星期四", "星期五", "星期六", "星期日")
@@ -22,8 +24,20 @@ def day_label(day: date) -> str:
 
 
 def moment_label(moment: datetime, model: CampaignModel) -> str:
-    local = moment.astimezone(model.schedule.campaign.tz)
+    return _moment_label(moment, model.schedule.campaign.tz)
+
+
+# Every message of a batch shows the same few moments (due dates, "now"): cached.
+@functools.lru_cache(maxsize=4096)
+def _moment_label(moment: datetime, tz: tzinfo) -> str:
+    local = moment.astimezone(tz)
     return f"{day_label(local.date())}{local:%H:%M}"
+
+
+@functools.lru_cache(maxsize=64)
+def _office(contact: OfficeContact) -> dict[str, Any]:
+    """The office block of every message (shared: the sandbox cannot modify it)."""
+    return contact.model_dump()
 
 
 def period_label(occ: Occurrence) -> str:
@@ -61,7 +75,7 @@ def base_context(model: CampaignModel, person: Person, kind: str, now: datetime)
     return {
         "kind": kind,
         "campaign": {"key": camp.key, "name": camp.name},
-        "office": camp.contact.model_dump(),
+        "office": _office(camp.contact),
         "recipient": {"id": person.id, "name": person.name, "role": person.role},
         "now": moment_label(now, model),
     }

@@ -137,7 +137,7 @@ def message_bytes(
             _unstructured("Subject", envelope.subject)
             + _address_field("From", from_name, from_addr)
             + _address_field("To", envelope.recipient_name, envelope.address)
-            + f"Date: {email.utils.format_datetime(date)}\r\n"
+            + _date_field(date.replace(microsecond=0))
             + _message_id_field(envelope.key, message_id_domain)
             + _unstructured("X-Campaign-Key", envelope.key)
             + "MIME-Version: 1.0\r\n"
@@ -283,6 +283,18 @@ def _unstructured(name: str, text: str) -> str:
     return field.render()
 
 
+@functools.lru_cache(maxsize=256)
+def _date_field(date: datetime) -> str:
+    return f"Date: {email.utils.format_datetime(date)}\r\n"
+
+
+# A plain dot-atom address (what the directory's validator lets through, nearly always)
+# is its own addr-spec; anything else goes through the stdlib parser.
+_SIMPLE_ADDRESS = re.compile(
+    r"[A-Za-z0-9_+-]+(?:\.[A-Za-z0-9_+-]+)*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+"
+)
+
+
 @functools.lru_cache(maxsize=4096)
 def _address_field(name: str, display_name: str, address: str) -> str:
     """From/To with one mailbox; cached because the parse-based check is the slow part."""
@@ -290,10 +302,13 @@ def _address_field(name: str, display_name: str, address: str) -> str:
     _refuse_line_breaks(f"{name} address", address)
     if not address.isascii():
         raise ValueError(f"{name} address is not ASCII (SMTPUTF8 is not supported)")
-    try:
-        spec = Address(addr_spec=address).addr_spec
-    except (ValueError, IndexError, MessageError) as exc:
-        raise ValueError(f"invalid {name} address: {exc}") from exc
+    if _SIMPLE_ADDRESS.fullmatch(address):
+        spec = address
+    else:
+        try:
+            spec = Address(addr_spec=address).addr_spec
+        except (ValueError, IndexError, MessageError) as exc:
+            raise ValueError(f"invalid {name} address: {exc}") from exc
     field = _Field(name)
     if not display_name:
         field.token(spec)
