@@ -174,7 +174,7 @@ class AliyunSms(HttpSmsChannel):
         except DeliveryError as exc:
             log.warning("aliyun sms to %s failed: %s", mask_address(envelope.address), exc.code)
             raise
-        log.info("aliyun sms to %s accepted", mask_address(envelope.address))
+        log.debug("aliyun sms to %s accepted", mask_address(envelope.address))
         return result
 
     def _interpret(self, response: httpx.Response) -> SendResult:

@@ -156,7 +156,7 @@ class TencentSms(HttpSmsChannel):
         except DeliveryError as exc:
             log.warning("tencent sms to %s failed: %s", mask_address(envelope.address), exc.code)
             raise
-        log.info("tencent sms to %s accepted", mask_address(envelope.address))
+        log.debug("tencent sms to %s accepted", mask_address(envelope.address))
         return result
 
     def _response_body(self, response: httpx.Response) -> dict[str, Any] | None:

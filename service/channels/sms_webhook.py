@@ -150,7 +150,7 @@ class WebhookSms(HttpSmsChannel):
                 error.code,
             )
             raise error
-        log.info("webhook sms to %s accepted", mask_address(envelope.address))
+        log.debug("webhook sms to %s accepted", mask_address(envelope.address))
         return SendResult(
             provider_id=self._provider_id(response),
             detail=f"HTTP {response.status_code}",
