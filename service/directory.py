@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -128,6 +128,11 @@ class Directory:
 
     def people_of(self, unit: str, role: Role) -> list[Person]:
         return [p for p in self._by_unit.get(unit, ()) if p.role == role]
+
+    @property
+    def people_by_unit(self) -> Mapping[str, list[Person]]:
+        """Unit id -> its people, in file order (read-only; the planner's hot loop)."""
+        return self._by_unit
 
     def supervisors(self) -> list[Person]:
         return [p for p in self.people if p.role == "supervisor"]

@@ -79,6 +79,31 @@ async def test_other_campaign_is_invisible(
     assert await other.counts() == {("changchun", "weekly-progress", "2023-W25"): 1}
 
 
+async def test_count_table_matches_counts(
+    migrated_engine: AsyncEngine, clock: VirtualClock, ledger: Ledger, model: CampaignModel
+) -> None:
+    """The planner's count table sums repeats, skips retractions, other campaigns, later rows."""
+    await ledger.record(
+        [
+            sub(),
+            sub(count=2, when="2023-06-21T10:00"),
+            sub(unit="yanji"),
+            sub(period="2023-W24", when="2023-06-13T10:00"),
+            sub(unit="siping", when="2023-06-23T10:00"),
+        ],
+        "admin",
+    )
+    await ledger.retract("yanji", "weekly-progress", "2023-W25", "admin")
+    await Ledger(migrated_engine, "jilin-2024", clock).record([sub(unit="siping")], "admin")
+    index = {unit: i for i, unit in enumerate(model.directory.units)}
+    for as_of in (None, at("2023-06-22T00:00")):
+        table = await ledger.count_table(index, as_of=as_of)
+        expected = await ledger.counts(as_of=as_of)
+        keys = {(u, "weekly-progress", p) for u in index for p in ("2023-W24", "2023-W25")}
+        assert {k: table.get(k) for k in keys if table.get(k)} == expected
+    assert (await ledger.count_table(index)).get(("changchun", "weekly-progress", "2023-W25")) == 3
+
+
 async def test_quota_one_of_two_is_done(ledger: Ledger, model: CampaignModel) -> None:
     """monthly-leads (min 1, target 2): one submission is done, progress 1/2."""
     occ = model.occurrence("monthly-leads", "2023-07")

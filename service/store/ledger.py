@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -28,6 +28,9 @@ class SubmissionRow:
     source: str
     recorded_by: str
     retracted_at: datetime | None
+
+
+_PARTITION = 20_000  # rows per fetch when streaming the whole ledger
 
 
 class Ledger:
@@ -145,18 +148,46 @@ class Ledger:
         The rows are not grouped in SQL: the table adds up repeated (unit, obligation,
         period) rows itself, and a national GROUP BY is a sort of every row on the server.
         """
+        table = CountTable(unit_index)
+        if self._engine.dialect.name == "postgresql":
+            await self._count_rows_pg(table, as_of)
+            return table
         c = submissions.c
         query = sa.select(c.unit_id, c.obligation, c.period, c.count).where(
             c.campaign == self._campaign, c.retracted_at.is_(None)
         )
         if as_of is not None:
             query = query.where(c.submitted_at <= as_of)
-        table = CountTable(unit_index)
         async with self._engine.connect() as conn:
             result = await conn.stream(query)
-            async for partition in result.partitions(20_000):
+            async for partition in result.partitions(_PARTITION):
                 table.add_rows(partition)
         return table
+
+    async def _count_rows_pg(self, table: CountTable, as_of: datetime | None) -> None:
+        """:meth:`count_table` on PostgreSQL through asyncpg's own cursor.
+
+        SQLAlchemy's streamed result costs ~2 µs per row in Row objects and greenlet
+        hops; asyncpg's records unpack like tuples. At 1.36 M rows: 6.6 s → see bench/.
+        The same query as the portable path (``submissions`` resolves through the
+        connection's search_path like the mapped table does).
+        """
+        sql = (
+            "SELECT unit_id, obligation, period, count FROM submissions"
+            " WHERE campaign = $1 AND retracted_at IS NULL"
+        )
+        args: list[Any] = [self._campaign]
+        if as_of is not None:
+            sql += " AND submitted_at <= $2"
+            args.append(as_of.astimezone(UTC))
+        async with self._engine.connect() as conn:
+            raw = await conn.get_raw_connection()
+            driver = raw.driver_connection
+            assert driver is not None
+            async with driver.transaction(readonly=True):
+                cursor = await driver.cursor(sql, *args)
+                while rows := await cursor.fetch(_PARTITION):
+                    table.add_rows(rows)
 
     async def counts_for(
         self, units: Sequence[str], as_of: datetime | None = None
