@@ -347,7 +347,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="small smoke sizes (under 2 minutes)")
     p.add_argument("--units", type=int, help="directory size for planning/memory [100000]")
     p.add_argument("--messages", type=int, help="messages per dispatch figure [10000]")
-    p.add_argument("--replay-units", type=int, help="directory size for the replay [1000]")
+    p.add_argument("--replay-units", type=int, help="directory size for the replay [10000]")
     p.add_argument("--pool", type=int, default=dispatch.POOL_SIZE, help="SMTP connections [2]")
     p.add_argument(
         "--only",
@@ -360,7 +360,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     quick = args.quick
     args.units = args.units or (2_000 if quick else 100_000)
     args.messages = args.messages or (1_000 if quick else 10_000)
-    args.replay_units = args.replay_units or (40 if quick else 1_000)
+    args.replay_units = args.replay_units or (40 if quick else 10_000)
     return args
 
 

@@ -215,7 +215,9 @@ class HttpSmsChannel:
         if client is None:
             client = httpx.AsyncClient(
                 timeout=self._timeout,
-                limits=httpx.Limits(max_connections=10, max_keepalive_connections=5),
+                # Keep every connection alive: with fewer keep-alive slots than the
+                # dispatcher's concurrency (8), each burst closed and reopened connections.
+                limits=httpx.Limits(max_connections=10, max_keepalive_connections=10),
             )
         self._client = client
 

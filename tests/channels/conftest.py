@@ -86,6 +86,7 @@ class LoopbackServer:
         self._writers: set[asyncio.StreamWriter] = set()
         self._server: asyncio.Server | None = None
         self.url = ""
+        self.connections = 0  # TCP connections accepted so far
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -107,6 +108,7 @@ class LoopbackServer:
         assert task is not None
         self._tasks.add(task)
         self._writers.add(writer)
+        self.connections += 1
         try:
             while (request := await _read_request(reader)) is not None:
                 self.requests.append(request)

@@ -16,6 +16,8 @@ from service.channels.base import (
     TransientDeliveryError,
     out_id_for,
 )
+from service.channels.sms_webhook import WebhookSettings, WebhookSms
+from tests.channels.conftest import SMS_ENVIRON, WEBHOOK_BODY
 
 
 async def test_body_is_rendered_with_every_variable(
@@ -165,3 +167,24 @@ async def test_non_json_success_reply_has_no_provider_id(
     webhook_server.provider.reply = reply_factory(202, "accepted")
     result = await make_webhook(provider_id_field="id").send(make_envelope())
     assert result.provider_id is None
+
+
+async def test_owned_client_keeps_concurrent_connections_alive(
+    webhook_server, make_envelope
+) -> None:
+    """8 senders at a time (the dispatcher's default) keep reusing the same connections."""
+    channel = WebhookSms(
+        WebhookSettings(url=webhook_server.url + "send", body_template=WEBHOOK_BODY),
+        environ=SMS_ENVIRON,
+    )
+
+    async def sender() -> None:
+        for _ in range(10):
+            await channel.send(make_envelope())
+
+    try:
+        await asyncio.gather(*(sender() for _ in range(8)))
+    finally:
+        await channel.aclose()
+    assert len(webhook_server.requests) == 80
+    assert webhook_server.connections <= 8
