@@ -239,10 +239,26 @@ async def test_migrate_is_idempotent(migrated_engine: AsyncEngine, ledger: Ledge
     before = await current_revision(migrated_engine)
     await migrate(migrated_engine)
     await migrate(migrated_engine)
-    assert await current_revision(migrated_engine) == before == "0001"
+    assert await current_revision(migrated_engine) == before == "0002"
     async with migrated_engine.connect() as conn:
         n = (await conn.execute(sa.select(sa.func.count()).select_from(submissions))).scalar_one()
     assert n == 1
+
+
+async def test_migrations_build_the_declared_schema(migrated_engine: AsyncEngine) -> None:
+    """The migrated tables, columns and indexes are exactly those of store/tables.py."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from service.store.tables import metadata
+
+    def diff(sync_conn: sa.Connection) -> list[object]:
+        context = MigrationContext.configure(sync_conn)
+        return list(compare_metadata(context, metadata))
+
+    async with migrated_engine.connect() as conn:
+        changes = await conn.run_sync(diff)
+    assert changes == []
 
 
 async def test_fresh_database_has_no_revision(engine: AsyncEngine) -> None:

@@ -105,6 +105,7 @@ messages = sa.Table(
     sa.Column("body", sa.Text, nullable=True),
     sa.Column("address", sa.String(256), nullable=True),
     sa.Index("ix_messages_claim", "status", "next_attempt_at"),
+    sa.Index("ix_messages_recipient_sent", "recipient_id", "sent_at"),  # the daily SMS cap
 )
 
 delivery_attempts = sa.Table(
