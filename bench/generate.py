@@ -146,7 +146,7 @@ SUBMISSION_COLUMNS = (
 async def load_submissions_pg(conn: Any, model: Any, seed: int = 11) -> int:
     """COPY the history into ``submissions`` of a migrated schema (an asyncpg connection).
 
-    The occurrence index is dropped for the load and rebuilt after it (same definition),
+    The indexes are dropped for the load and rebuilt after it (same definitions),
     which is several times faster than maintaining it row by row.
     """
     now = datetime.now(UTC)
@@ -156,6 +156,7 @@ async def load_submissions_pg(conn: Any, model: Any, seed: int = 11) -> int:
         for unit, obligation, period, count, at in submissions(model, seed)
     ]
     await conn.execute("DROP INDEX IF EXISTS ix_submissions_occurrence")
+    await conn.execute("DROP INDEX IF EXISTS ix_submissions_unit")
     await conn.copy_records_to_table(
         "submissions", records=records, columns=list(SUBMISSION_COLUMNS)
     )
@@ -163,6 +164,7 @@ async def load_submissions_pg(conn: Any, model: Any, seed: int = 11) -> int:
         "CREATE INDEX ix_submissions_occurrence"
         " ON submissions (campaign, obligation, period, unit_id)"
     )
+    await conn.execute("CREATE INDEX ix_submissions_unit ON submissions (campaign, unit_id)")
     await conn.execute("ANALYZE submissions")
     return len(records)
 

@@ -62,6 +62,7 @@ submissions = sa.Table(
     sa.Column("retract_reason", sa.Text, nullable=True),
     sa.CheckConstraint("count > 0", name="count_positive"),
     sa.Index("ix_submissions_occurrence", "campaign", "obligation", "period", "unit_id"),
+    sa.Index("ix_submissions_unit", "campaign", "unit_id"),  # the dispatcher's re-check
 )
 
 audit_log = sa.Table(
