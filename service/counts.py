@@ -30,15 +30,16 @@ class CountTable:
     def add_rows(self, rows: Iterable[tuple[str, str, str, int]]) -> None:
         """:meth:`add` for many (unit, obligation, period, count) rows; repeats add up."""
         index, table, size = self._index, self._by_occurrence, self._size
-        for unit, obligation, period, count in rows:
+        for unit, obligation, period, count in rows:  # ~10^6 rows nationally: kept lean
             i = index.get(unit)
-            if i is None:
+            if i is None or count <= 0:
                 continue  # a unit removed from the directory no longer owes anything
             key = (obligation, period)
             row = table.get(key)
             if row is None:
                 row = table[key] = bytearray(size)
-            row[i] = min(255, row[i] + max(0, count))
+            value = row[i] + count
+            row[i] = value if value < 256 else 255
 
     def get(self, key: tuple[str, str, str], default: int = 0) -> int:
         unit, obligation, period = key
@@ -47,6 +48,14 @@ class CountTable:
             return default
         i = self._index.get(unit)
         return default if i is None else row[i] or default
+
+    def row(self, obligation: str, period: str) -> tuple[bytearray | None, Mapping[str, int]]:
+        """(counts by unit position or None if nobody submitted, unit -> position).
+
+        For loops over every unit of one occurrence (the planner), instead of a ``get``
+        per unit.
+        """
+        return self._by_occurrence.get((obligation, period)), self._index
 
     def __len__(self) -> int:
         return sum(sum(1 for v in row if v) for row in self._by_occurrence.values())

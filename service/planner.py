@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import gc
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from .counts import CountTable
 from .directory import Person
 from .status import Counts
 from .steps import Kind, Step, Timeline, sms_window_open
@@ -151,12 +152,22 @@ class Planner:
         occurrences = [(o.key, o.obligation, o.period, o.quota_min) for o in step.occurrences]
         every = tuple(o.key for o in step.occurrences)
         single = occurrences[0] if len(occurrences) == 1 else None
+        # A CountTable hands out the occurrence's row once: an index per unit, no tuple.
+        single_row: bytearray | None = None  # None: nobody submitted it yet
+        by_position: Mapping[str, int] | None = None  # None: use ``get``
+        if single is not None and isinstance(counts, CountTable):
+            single_row, by_position = counts.row(single[1], single[2])
         for unit in self.model.owers[obligation]:
             if kind == "notice":
                 about = every
             elif single is not None:  # most steps: one occurrence, no generator needed
-                if get((unit, single[1], single[2]), 0) >= single[3]:
-                    continue  # submitted: never remind
+                if by_position is None:
+                    if get((unit, single[1], single[2]), 0) >= single[3]:
+                        continue  # submitted: never remind
+                elif single_row is not None:
+                    i = by_position.get(unit)
+                    if i is not None and single_row[i] >= single[3]:
+                        continue  # submitted: never remind
                 about = every
             else:  # as outstanding(): submitted occurrences are never reminded
                 about = tuple(k for k, ob, per, q in occurrences if get((unit, ob, per), 0) < q)

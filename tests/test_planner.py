@@ -286,3 +286,25 @@ def test_nothing_is_planned_after_the_campaign_end(model: CampaignModel) -> None
     assert plan(model, "2024-01-01T00:00", "2024-06-01T00:00") == []
     last = [m for m in messages if day(m.due_at) >= date(2023, 12, 30)]
     assert last == []
+
+
+def test_a_count_table_plans_exactly_what_a_dict_of_counts_plans(model: CampaignModel) -> None:
+    """The planner's CountTable fast path gives the same messages as plain dict counts."""
+    from service.counts import CountTable
+
+    units = list(model.directory.units)
+    counts = {
+        (unit, occ.obligation, occ.period): 1 + i % 2
+        for i, unit in enumerate(units[::3])
+        for occ in model.occurrences[: 1 + i % 7]
+    }
+    table = CountTable({unit: i for i, unit in enumerate(units)})
+    for (unit, obligation, period), n in counts.items():
+        table.add(unit, obligation, period, n)
+    planner = Planner(Timeline(model))
+    end = local("2023-12-31T23:00")
+    from_dict = planner.plan(counts, None, end).messages
+    from_table = planner.plan(table, None, end).messages
+    assert len(from_dict) > 100
+    assert from_table == from_dict
+    assert len(from_dict) < len(plan(model, None, "2023-12-31T23:00"))  # counts mattered
