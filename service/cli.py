@@ -427,9 +427,7 @@ def simulate(
         start, end = state.at(from_, model), state.at(to, model)
         del model  # the simulation loads its own: never hold a directory twice
         result = await run_simulation(state.settings, start, end, out, submissions)
-        typer.echo(
-            f"{result.cycles} cycles, {len(result.messages)} messages sent; states: {result.states}"
-        )
+        typer.echo(f"{result.cycles} cycles, {result.sent} messages sent; states: {result.states}")
         typer.echo(f"timeline: {out / 'messages.jsonl'}  outbox: {out / 'outbox'}")
 
     run_async(ctx, go)

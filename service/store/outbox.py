@@ -9,7 +9,7 @@ claims with a conditional ``UPDATE … RETURNING``.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -469,9 +469,23 @@ class Outbox:
             return {r[0]: int(r[1]) for r in rows}
 
     async def rows(self, status: str | None = None) -> list[dict[str, Any]]:
+        return [row async for row in self.iter_rows(status)]
+
+    async def iter_rows(
+        self, status: str | None = None, by_key: bool = False
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Every message of the campaign, streamed in ``sent_at`` order (then id, or key).
+
+        A national replay ends with ~10^6 rows: exports read them in partitions instead
+        of holding them all.
+        """
         m = messages.c
-        query = sa.select(messages).where(m.campaign == self.campaign).order_by(m.sent_at, m.id)
+        query = sa.select(messages).where(m.campaign == self.campaign)
+        query = query.order_by(m.sent_at, m.idem_key if by_key else m.id)
         if status:
             query = query.where(m.status == status)
         async with self.engine.connect() as conn:
-            return [dict(r._mapping) for r in await conn.execute(query)]
+            result = await conn.stream(query)
+            async for partition in result.partitions(_CHUNK):
+                for row in partition:
+                    yield dict(row._mapping)
