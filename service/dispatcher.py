@@ -112,6 +112,7 @@ class Dispatcher:
                     break
                 total.claimed += len(batch)
                 await self._process_batch(batch, now)
+                self._count_done(total)  # a national run's records are not all kept
         finally:
             await self._settle(total)
         if self._broken:
@@ -120,17 +121,27 @@ class Dispatcher:
 
     async def _settle(self, stats: Stats) -> None:
         """Wait for every queued transition; count outcomes and lost leases."""
-        records, self._records = self._records, []
-        results = await asyncio.gather(*(t for t, _, _ in records), return_exceptions=True)
-        for (_, outcome, key), ok in zip(records, results, strict=True):
-            if isinstance(ok, BaseException):
+        await asyncio.gather(*(t for t, _, _ in self._records), return_exceptions=True)
+        self._count_done(stats)
+
+    def _count_done(self, stats: Stats) -> None:
+        """Count the committed transitions (outcome or lost lease) and forget them."""
+        pending = []
+        for record in self._records:
+            task, outcome, key = record
+            if not task.done():
+                pending.append(record)
+                continue
+            if task.cancelled() or task.exception() is not None:
                 continue  # in ``_broken`` already
+            ok = task.result()
             if not ok and outcome == "sent":
                 log.error(
                     "sent but lease lost: another worker may resend (same Message-ID)", key=key
                 )
             name = outcome if ok else "lost_lease"
             setattr(stats, name, getattr(stats, name) + 1)
+        self._records = pending
 
     async def _process_batch(self, batch: list[Claimed], now: datetime) -> None:
         units = sorted({u for m in batch for u in m.units})
