@@ -69,8 +69,11 @@ async def open_app(
         key = runtime.model.key
         ledger = Ledger(engine, key, clock)
         outbox = Outbox(engine, key)
+        policy = policy or RetryPolicy(
+            concurrency=settings.dispatch_concurrency, unrecorded=settings.dispatch_unrecorded
+        )
         dispatcher = Dispatcher(
-            runtime, outbox, ledger, channels, clock, worker or worker_id(), policy or RetryPolicy()
+            runtime, outbox, ledger, channels, clock, worker or worker_id(), policy
         )
         reconciler = Reconciler(runtime, outbox, ledger, dispatcher, clock)
         yield App(settings, runtime, ledger, outbox, reconciler, channels)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from pydantic import ValidationError
 
 from . import render
 from .clock import Clock, RealClock
@@ -103,6 +104,21 @@ def main_options(
             help="Database URL (default SQLite in the state folder) [env SERVICE_DATABASE_URL]."
         ),
     ] = None,
+    concurrency: Annotated[
+        int | None,
+        typer.Option(
+            min=1, max=64, help="Messages sent at once [8, env SERVICE_DISPATCH_CONCURRENCY]."
+        ),
+    ] = None,
+    unrecorded: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=10_000,
+            help="Sent but not yet recorded, at most: bounds resends after a crash "
+            "[32, env SERVICE_DISPATCH_UNRECORDED].",
+        ),
+    ] = None,
 ) -> None:
     overrides: dict[str, Any] = {
         k: v
@@ -113,10 +129,19 @@ def main_options(
             "channels_file": channels,
             "state_dir": state_dir,
             "database_url": database_url,
+            "dispatch_concurrency": concurrency,
+            "dispatch_unrecorded": unrecorded,
         }.items()
         if v is not None
     }
-    ctx.obj = Context(Settings(**overrides), RealClock())
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:  # e.g. SERVICE_DISPATCH_CONCURRENCY=0
+        for error in exc.errors(include_url=False):
+            name = "SERVICE_" + ".".join(str(p) for p in error["loc"]).upper()
+            fail(f"{name}: {error['msg']}")
+        raise typer.Exit(1) from None
+    ctx.obj = Context(settings, RealClock())
 
 
 @app.command()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .store.db import default_url
@@ -20,6 +21,10 @@ class Settings(BaseSettings):
     state_dir: Path = Path("state")
     database_url: str | None = None
     channels_file: Path | None = None  # YAML describing SMTP/SMS backends; default: file outbox
+    # Messages being sent at once, and begun-but-not-yet-recorded at most: the latter bounds
+    # how many a killed process can send twice (README, invariant 3).
+    dispatch_concurrency: int = Field(default=8, ge=1, le=64)
+    dispatch_unrecorded: int = Field(default=32, ge=1, le=10_000)
 
     @property
     def db_url(self) -> str:

@@ -6,6 +6,7 @@ import json
 import sqlite3
 from collections.abc import Callable
 from contextlib import closing
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,8 @@ def cli(
     state_dir: Path,
 ) -> Invoke:
     """Run ``service --schedule S --contacts C --state-dir tmp ARGS``; clean env."""
-    for name in ("SCHEDULE", "CONTACTS", "STATE_DIR", "DATABASE_URL", "CHANNELS_FILE"):
+    names = ("SCHEDULE", "CONTACTS", "STATE_DIR", "DATABASE_URL", "CHANNELS_FILE")
+    for name in (*names, "DISPATCH_CONCURRENCY", "DISPATCH_UNRECORDED"):
         monkeypatch.delenv(f"SERVICE_{name}", raising=False)
     monkeypatch.setenv("SERVICE_TEMPLATES", str(ROOT / "templates"))
     runner = CliRunner()
@@ -309,3 +311,34 @@ def test_migrate_twice(cli: Invoke, state_dir: Path) -> None:
     assert "schema is up to date" in ok(cli("migrate")).stdout
     assert "schema is up to date" in ok(cli("migrate")).stdout
     assert (state_dir / "service.db").is_file()
+
+
+def test_an_invalid_dispatch_setting_names_its_variable(
+    cli: Invoke, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SERVICE_DISPATCH_CONCURRENCY=0 is refused with the variable's name, exit 1."""
+    monkeypatch.setenv("SERVICE_DISPATCH_CONCURRENCY", "0")
+    result = cli("validate")
+    assert result.exit_code == 1
+    assert "SERVICE_DISPATCH_CONCURRENCY" in result.output
+
+
+async def test_dispatch_settings_reach_the_dispatcher(
+    schedule_path: Path, contacts_dir: Path, tmp_path: Path
+) -> None:
+    """--concurrency/--unrecorded (or their variables) become the dispatcher's policy."""
+    from service.app import open_app
+    from service.clock import VirtualClock
+    from service.config import Settings
+
+    settings = Settings(
+        schedule=schedule_path,
+        contacts=contacts_dir,
+        templates=ROOT / "templates",
+        state_dir=tmp_path / "state",
+        dispatch_concurrency=3,
+        dispatch_unrecorded=5,
+    )
+    async with open_app(settings, VirtualClock(datetime(2023, 6, 1, tzinfo=UTC))) as application:
+        policy = application.reconciler.dispatcher.policy
+    assert (policy.concurrency, policy.unrecorded) == (3, 5)
