@@ -7,6 +7,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from .dispatcher import RetryPolicy
 from .store.db import default_url
 
 
@@ -23,8 +24,8 @@ class Settings(BaseSettings):
     channels_file: Path | None = None  # YAML describing SMTP/SMS backends; default: file outbox
     # Messages being sent at once, and begun-but-not-yet-recorded at most: the latter bounds
     # how many a killed process can send twice (README, invariant 3).
-    dispatch_concurrency: int = Field(default=8, ge=1, le=64)
-    dispatch_unrecorded: int = Field(default=32, ge=1, le=10_000)
+    dispatch_concurrency: int = Field(default=RetryPolicy.concurrency, ge=1, le=64)
+    dispatch_unrecorded: int = Field(default=RetryPolicy.unrecorded, ge=1, le=10_000)
 
     @property
     def db_url(self) -> str:

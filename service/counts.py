@@ -18,14 +18,8 @@ class CountTable:
         self._by_occurrence: dict[tuple[str, str], bytearray] = {}
 
     def add(self, unit: str, obligation: str, period: str, count: int) -> None:
-        i = self._index.get(unit)
-        if i is None:
-            return  # a unit removed from the directory no longer owes anything
-        key = (obligation, period)
-        row = self._by_occurrence.get(key)
-        if row is None:
-            row = self._by_occurrence[key] = bytearray(self._size)
-        row[i] = min(255, row[i] + max(0, count))
+        """Add one submission's count (clamped at 255)."""
+        self.add_rows(((unit, obligation, period, count),))
 
     def add_rows(self, rows: Iterable[tuple[str, str, str, int]]) -> None:
         """:meth:`add` for many (unit, obligation, period, count) rows; repeats add up."""

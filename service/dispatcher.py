@@ -69,10 +69,6 @@ class Stats:
     deferred: int = 0
     lost_lease: int = 0
 
-    def add(self, other: Stats) -> None:
-        for name in self.__dataclass_fields__:
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-
 
 @dataclass
 class Dispatcher:

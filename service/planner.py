@@ -129,13 +129,6 @@ class Planner:
             return next_at, "stale", "no SMS sending window before it stops making sense"
         return next_at, "pending", ""
 
-    def outstanding(self, step: Step, unit: str, counts: Counts) -> tuple[str, ...]:
-        return tuple(
-            o.key
-            for o in step.occurrences
-            if counts.get((unit, o.obligation, o.period), 0) < o.quota_min
-        )
-
     def _step_messages(self, step: Step, counts: Counts, now: datetime) -> list[PlannedMessage]:
         # A national catch-up makes millions of these: everything that depends on the step
         # alone is looked up once here, not once per unit or message.
@@ -169,7 +162,7 @@ class Planner:
                     if i is not None and single_row[i] >= single[3]:
                         continue  # submitted: never remind
                 about = every
-            else:  # as outstanding(): submitted occurrences are never reminded
+            else:  # only the occurrences still short of their quota: never remind a submitter
                 about = tuple(k for k, ob, per, q in occurrences if get((unit, ob, per), 0) < q)
                 if not about:
                     continue
