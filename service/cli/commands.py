@@ -1,4 +1,4 @@
-"""The ``service`` command line."""
+"""The core ``service`` commands: validate, calendar, ledger, status, run, simulate, messages."""
 
 from __future__ import annotations
 
@@ -13,15 +13,15 @@ from typing import Annotated, Any, TypeVar
 import typer
 from pydantic import ValidationError
 
-from . import render
-from .clock import Clock, RealClock
-from .config import Settings
-from .errors import ConfigError, LedgerError
-from .model import CampaignModel, load_model
-from .status import compute_status, overdue_in_scope
-from .store.db import create_engine, migrate
-from .store.ledger import Ledger
-from .submissions import NewSubmission, check, load_submissions_csv, parse_time
+from .. import render
+from ..clock import Clock, RealClock
+from ..config import Settings
+from ..errors import ConfigError, LedgerError
+from ..model import CampaignModel, load_model
+from ..status import compute_status, overdue_in_scope
+from ..store.db import create_engine, migrate
+from ..store.ledger import Ledger
+from ..submissions import NewSubmission, check, load_submissions_csv, parse_time
 
 app = typer.Typer(
     help="Campaign calendar, submissions ledger and reminders.",
@@ -150,7 +150,7 @@ def validate(ctx: typer.Context) -> None:
 
     async def go(state: Context) -> None:
         model = state.model()
-        from .templates import check_templates
+        from ..templates import check_templates
 
         check_templates(model, state.settings.templates)
         for warning in model.warnings():
@@ -216,7 +216,7 @@ def submit(
     async def go(state: Context) -> None:
         model = state.model()
         check(model, unit, obligation, period, count)
-        from .submissions import SOURCES
+        from ..submissions import SOURCES
 
         if source not in SOURCES:
             raise LedgerError(f"source: must be one of {', '.join(SOURCES)}")
@@ -397,10 +397,10 @@ def run(
     """Run the daemon: plan and send reminders, digests and notices as they fall due."""
     from datetime import timedelta
 
-    from .app import open_app
-    from .clock import VirtualClock
-    from .daemon import Daemon, run_virtual
-    from .logs import configure
+    from ..app import open_app
+    from ..clock import VirtualClock
+    from ..daemon import Daemon, run_virtual
+    from ..logs import configure
 
     configure(log_level)
 
@@ -442,8 +442,8 @@ def simulate(
     ] = None,
 ) -> None:
     """Replay the campaign on a virtual clock, in seconds, into a file outbox."""
-    from .logs import configure
-    from .simulate import simulate as run_simulation
+    from ..logs import configure
+    from ..simulate import simulate as run_simulation
 
     configure("WARNING")
 
@@ -465,7 +465,7 @@ def preview(
     json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """What goes out next, to whom, and why (nothing is written or sent)."""
-    from .runtime import Runtime
+    from ..runtime import Runtime
 
     async def go(state: Context) -> None:
         s = state.settings
@@ -546,7 +546,7 @@ def messages(
     """The outbox: every message with its state and reason."""
 
     async def go(state: Context) -> None:
-        from .store.outbox import Outbox
+        from ..store.outbox import Outbox
 
         model = state.model()
         engine = create_engine(state.settings.db_url)

@@ -1,0 +1,11 @@
+"""The ``service`` command line: one module per command group, all on one Typer app.
+
+Each group module registers its commands on ``app`` when imported; the imports below are
+the whole list of groups.
+"""
+
+from __future__ import annotations
+
+from .commands import app, main
+
+__all__ = ["app", "main"]
