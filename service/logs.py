@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 
 import structlog
 
@@ -27,3 +28,25 @@ def configure(level: str = "INFO", json: bool = False) -> None:
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         cache_logger_on_first_use=False,
     )
+
+
+def mask_address(address: str) -> str:
+    """Mask an email address or phone number for logs: ``zh***@example.org``, ``+86138****0000``."""
+    if "@" in address:
+        local, _, domain = address.partition("@")
+        return f"{local[:2]}***@{domain}"
+    if len(address) >= 7:
+        return f"{address[:-8]}****{address[-4:]}" if len(address) > 8 else "****"
+    return "****"
+
+
+# An address or a phone number quoted inside a peer's free text (an SMTP reply, a
+# provider's error message): 7 or more digits standing alone are treated as a number.
+_EMAIL_IN_TEXT = re.compile(r"[A-Za-z0-9._%+'=-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*")
+_NUMBER_IN_TEXT = re.compile(r"(?<![\w.+-])\+?\d{7,15}(?![\w])")
+
+
+def mask_text(text: str) -> str:
+    """``text`` with every e-mail address and phone-like number in it masked."""
+    text = _EMAIL_IN_TEXT.sub(lambda m: mask_address(m.group(0)), text)
+    return _NUMBER_IN_TEXT.sub(lambda m: mask_address(m.group(0)), text)
