@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import AsyncIterator, Callable
+import os
+import stat
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -19,12 +23,16 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
+from typer.testing import CliRunner
 
 from service.app import App, open_app, worker_id
+from service.cli import app as cli_app
 from service.clock import VirtualClock
 from service.config import Settings
-from service.errors import LedgerError
+from service.errors import ConfigError, LedgerError
 from service.planner import PlannedMessage
+from service.simulate import MARKER, simulate
+from service.statelock import hold
 from service.store.ledger import Ledger
 from service.store.outbox import Outbox, bound_provider_id
 from service.store.tables import messages
@@ -265,3 +273,169 @@ async def test_nul_in_a_submission_note_is_refused_not_a_driver_error(ledger: Le
     sub = NewSubmission("jilin", "liaison-registration", "2023", 1, local(AT), "admin", "a\x00b")
     with pytest.raises(LedgerError, match=r"note.*NUL"):
         await ledger.record([sub], "ops")
+
+
+# -- item 6: leases do not follow a virtual clock; one daemon per SQLite state -------------
+
+
+async def test_a_virtual_clock_a_day_ahead_cannot_take_live_claims(
+    migrated_engine: AsyncEngine,
+) -> None:
+    """Two replays whose campaign clocks differ by a day: live leases hold (wall clock)."""
+    now = local(AT)
+    first, second = Outbox(migrated_engine, "jilin-2023"), Outbox(migrated_engine, "jilin-2023")
+    await first.insert(planned(3, now), now)
+    assert len(await first.claim("a:1", now, 10, timedelta(minutes=5))) == 3
+    assert await second.claim("b:2", now + timedelta(days=1), 10, timedelta(minutes=5)) == []
+
+
+async def test_a_dead_lease_is_taken_over_by_the_lease_clock_alone(
+    migrated_engine: AsyncEngine,
+) -> None:
+    """Past the lease on the lease clock (campaign time unchanged), claims are taken over."""
+    now = local(AT)
+    wall = VirtualClock(datetime(2026, 12, 1, 12, tzinfo=now.tzinfo))
+    first = Outbox(migrated_engine, "jilin-2023", lease_clock=wall)
+    second = Outbox(migrated_engine, "jilin-2023", lease_clock=wall)
+    await first.insert(planned(3, now), now)
+    assert len(await first.claim("a:1", now, 10, timedelta(minutes=5))) == 3
+    assert await second.claim("b:2", now, 10, timedelta(minutes=5)) == []
+    wall.set(wall.now() + timedelta(minutes=5, seconds=1))
+    assert len(await second.claim("b:2", now, 10, timedelta(minutes=5))) == 3
+
+
+HOLD_LOCK = """
+import sys
+from pathlib import Path
+from service.statelock import hold
+with hold(Path(sys.argv[1])):
+    print("ready", flush=True)
+    sys.stdin.read()
+"""
+
+
+@pytest.fixture
+def lock_holder(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], Path]]:
+    """Another process holding the state lock of ``tmp_path/state`` until it is killed."""
+    lock = tmp_path / "state" / "service.db.lock"
+    with subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK, str(lock)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    ) as holder:
+        try:
+            assert holder.stdout is not None and holder.stdout.readline() == "ready\n"
+            yield holder, lock
+        finally:
+            holder.kill()
+            holder.wait(timeout=10)
+
+
+def test_second_daemon_on_one_sqlite_state_is_refused_naming_the_holder(
+    tmp_path: Path,
+    lock_holder: tuple[subprocess.Popen[str], Path],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`service run --virtual-from` on a state another process runs: error with its pid."""
+    holder, _ = lock_holder
+    for name in ("DATABASE_URL", "CHANNELS_FILE", "DISPATCH_CONCURRENCY", "DISPATCH_UNRECORDED"):
+        monkeypatch.delenv(f"SERVICE_{name}", raising=False)
+    result = CliRunner().invoke(
+        cli_app,
+        [
+            *("--schedule", str(ROOT / "schedules" / "jilin-2023.yaml")),
+            *("--contacts", str(ROOT / "contacts"), "--templates", str(ROOT / "templates")),
+            *("--state-dir", str(tmp_path / "state"), "run"),
+            *("--virtual-from", "2023-05-18T09:00+08:00", "--until", "2023-05-18T09:10+08:00"),
+        ],
+    )
+    assert result.exit_code == 1, result.output
+    assert f"pid {holder.pid}" in result.output
+    assert "只能由一个" in result.output
+
+
+def test_the_state_lock_dies_with_its_holder(
+    lock_holder: tuple[subprocess.Popen[str], Path],
+) -> None:
+    """Refused while the holder lives; free once it is SIGKILLed (no stale lock file)."""
+    holder, lock = lock_holder
+    with pytest.raises(ConfigError, match=f"pid {holder.pid}"), hold(lock):
+        pass
+    holder.kill()
+    holder.wait(timeout=10)
+    with hold(lock), hold(lock):  # re-entrant within one process
+        pass
+
+
+# -- item 9: personal data belongs to the service's user ----------------------------------
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+async def test_state_folder_database_and_file_outbox_are_private(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Under umask 022: state folders 0700; service.db, -wal, -shm, .eml, sms.jsonl 0600."""
+    old = os.umask(0o022)
+    try:
+        state = tmp_path / "state"
+        settings = Settings(
+            schedule=ROOT / "schedules" / "jilin-2023.yaml",
+            contacts=ROOT / "contacts",
+            templates=ROOT / "templates",
+            state_dir=state,
+            database_url=None,
+            channels_file=None,
+        )
+        async with open_app(settings, VirtualClock(local(AT)), durable_outbox=False) as app:
+            await app.reconciler.run_cycle("files")
+            # While it runs: SQLite removes -wal and -shm when the last connection closes.
+            files = {p.name: _mode(p) for p in state.rglob("*") if p.is_file()}
+            folders = {str(p): _mode(p) for p in [state, *state.rglob("*")] if p.is_dir()}
+    finally:
+        os.umask(old)
+    assert {"service.db", "service.db-wal", "service.db-shm", "sms.jsonl"} <= set(files)
+    assert any(name.endswith(".eml") for name in files)
+    assert {name: oct(mode) for name, mode in files.items() if mode != 0o600} == {}
+    assert {name: oct(mode) for name, mode in folders.items() if mode != 0o700} == {}
+
+
+def _simulation_settings(tmp_path: Path) -> Settings:
+    return Settings(
+        schedule=ROOT / "schedules" / "jilin-2023.yaml",
+        contacts=ROOT / "contacts",
+        templates=ROOT / "templates",
+        state_dir=tmp_path / "unused",
+        database_url=None,
+        channels_file=None,
+    )
+
+
+async def test_simulate_refuses_a_non_empty_folder_it_did_not_write(tmp_path: Path) -> None:
+    """--out on a folder with other files: a located error, and nothing in it is deleted."""
+    out = tmp_path / "precious"
+    (out / "outbox").mkdir(parents=True)
+    (out / "outbox" / "keep.eml").write_text("mine", encoding="utf-8")
+    (out / "simulation.db").write_text("not a replay", encoding="utf-8")
+    start, end = local("2023-05-18T08:00"), local("2023-05-18T09:30")
+    with pytest.raises(ConfigError, match=r"precious.*--out.*不是空的"):
+        await simulate(_simulation_settings(tmp_path), start, end, out)
+    assert (out / "outbox" / "keep.eml").read_text(encoding="utf-8") == "mine"
+    assert (out / "simulation.db").read_text(encoding="utf-8") == "not a replay"
+
+
+async def test_simulate_reuses_its_own_previous_output_privately(tmp_path: Path) -> None:
+    """A folder a previous simulate wrote is replayed into again; its files are 0600."""
+    out = tmp_path / "replay"
+    start, end = local("2023-05-18T08:00"), local("2023-05-18T09:30")
+    first = await simulate(_simulation_settings(tmp_path), start, end, out)
+    second = await simulate(_simulation_settings(tmp_path), start, end, out)
+    assert first.sent == second.sent > 0
+    assert (out / MARKER).is_file()
+    assert _mode(out) == 0o700
+    for name in ("messages.jsonl", "outbox-states.jsonl", "simulation.db"):
+        assert _mode(out / name) == 0o600, name
