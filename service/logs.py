@@ -8,26 +8,55 @@ import re
 import structlog
 
 
+def _console(debug: bool) -> structlog.dev.ConsoleRenderer:
+    # Rich tracebacks show every frame's local variables: directory records, addresses,
+    # mobiles. Only an operator asking for DEBUG gets them.
+    formatter = (
+        structlog.dev.RichTracebackFormatter(show_locals=True, color_system=None)
+        if debug
+        else structlog.dev.plain_traceback
+    )
+    return structlog.dev.ConsoleRenderer(colors=False, exception_formatter=formatter)
+
+
 def configure(level: str = "INFO", json: bool = False) -> None:
+    """Log at ``level`` to stdout. Tracebacks show local variables only at DEBUG."""
     numeric = getattr(logging, level.upper(), logging.INFO)
     logging.basicConfig(level=numeric, format="%(message)s")
     # httpx logs full request URLs; Aliyun puts phone numbers and key ids in the query.
     for name in ("httpx", "httpcore", "aiosqlite", "asyncio"):
         logging.getLogger(name).setLevel(max(numeric, logging.WARNING))
-    renderer = (
-        structlog.processors.JSONRenderer(ensure_ascii=False)
+    renderer: list[structlog.typing.Processor] = (
+        [
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(ensure_ascii=False),
+        ]
         if json
-        else structlog.dev.ConsoleRenderer(colors=False)
+        else [_console(debug=numeric <= logging.DEBUG)]
     )
     structlog.configure(
         processors=[
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
-            renderer,
+            *renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         cache_logger_on_first_use=False,
     )
+
+
+def _safe_defaults() -> None:
+    """Before (or without) :func:`configure`: structlog's defaults, minus the locals."""
+    if structlog.is_configured():
+        return
+    processors = [
+        _console(debug=False) if isinstance(p, structlog.dev.ConsoleRenderer) else p
+        for p in structlog.get_config()["processors"]
+    ]
+    structlog.configure(processors=processors)
+
+
+_safe_defaults()
 
 
 def mask_address(address: str) -> str:

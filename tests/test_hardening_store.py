@@ -9,7 +9,10 @@ carry no full address or mobile, and state files are private.
 from __future__ import annotations
 
 import asyncio
+import csv
 import dataclasses
+import importlib
+import logging
 import os
 import stat
 import subprocess
@@ -22,9 +25,11 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 from typer.testing import CliRunner
 
+from service import logs
 from service.app import App, open_app, worker_id
 from service.cli import app as cli_app
 from service.clock import VirtualClock
@@ -35,9 +40,10 @@ from service.simulate import MARKER, simulate
 from service.statelock import hold
 from service.store.ledger import Ledger
 from service.store.outbox import Outbox, bound_provider_id
-from service.store.tables import messages
+from service.store.tables import delivery_attempts, messages
 from service.submissions import NewSubmission
 from tests.channels.conftest import LoopbackServer, Reply, WebhookFake
+from tests.channels.smtp_server import RecordingHandler, running_server
 from tests.conftest import local
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -439,3 +445,87 @@ async def test_simulate_reuses_its_own_previous_output_privately(tmp_path: Path)
     assert _mode(out) == 0o700
     for name in ("messages.jsonl", "outbox-states.jsonl", "simulation.db"):
         assert _mode(out / name) == 0o600, name
+
+
+# -- item 5: no personal data in logs or recorded reasons ---------------------------------
+
+
+class QuotingRefusal(RecordingHandler):
+    """Refuses every recipient with a reply that quotes the address and a mobile."""
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, options: Any
+    ) -> str:
+        return f"550 5.1.1 <{address}>: mailbox unavailable, call 13912345678"
+
+
+def _liaison_addresses() -> set[str]:
+    with (ROOT / "contacts" / "people.csv").open(encoding="utf-8") as fh:
+        return {row["email"] for row in csv.DictReader(fh) if row["email"]}
+
+
+async def test_smtp_errors_quoting_the_recipient_are_masked_in_logs_and_reasons(
+    app_on: OpenApp,
+    engine: AsyncEngine,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A 550 quoting the address and a mobile: neither appears in full anywhere recorded."""
+    caplog.set_level(logging.INFO)
+    async with running_server(QuotingRefusal()) as smtp:
+        yaml = (
+            f"email:\n  backend: smtp\n  host: {smtp.host}\n  port: {smtp.port}\n"
+            "  security: none\n  from_addr: noreply@example.org\n  timeout: 10\n"
+        )
+        async with app_on(yaml) as (app, _):
+            await app.reconciler.run_cycle("refused")
+    rows = [r for r in await rows_of(engine) if r["channel"] == "email"]
+    async with engine.connect() as conn:
+        errors = list((await conn.execute(sa.select(delivery_attempts.c.error))).scalars())
+    recorded = "\n".join([r["reason"] for r in rows] + errors)
+    ours = [r.getMessage() for r in caplog.records if not r.name.startswith("mail.")]
+    seen = "\n".join([capsys.readouterr().out, *ours, recorded])  # not the test server's log
+    assert rows and {r["status"] for r in rows} == {"failed"}
+    assert "***@" in recorded and "139****5678" in recorded  # the reason is kept, masked
+    assert [a for a in _liaison_addresses() if a in seen] == []
+    assert "13912345678" not in seen
+
+
+@pytest.fixture
+def restore_structlog() -> Iterator[None]:
+    saved = structlog.get_config()
+    try:
+        yield
+    finally:
+        structlog.configure(**saved)
+
+
+def _log_failure_with_a_mobile_in_scope() -> None:
+    mobile = "+8613912345678"  # a local the traceback must not show
+    try:
+        raise RuntimeError(f"boom for {len(mobile)} digits")
+    except RuntimeError:
+        structlog.get_logger("test").exception("operation failed")
+
+
+def test_configured_exception_logs_show_no_local_variables(
+    restore_structlog: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """After logs.configure("INFO"), log.exception prints the traceback without locals."""
+    logs.configure("INFO")
+    _log_failure_with_a_mobile_in_scope()
+    out = capsys.readouterr().out
+    assert "RuntimeError: boom for 14 digits" in out
+    assert "13912345678" not in out
+
+
+def test_unconfigured_exception_logs_show_no_local_variables(
+    restore_structlog: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without configure() (structlog defaults), tracebacks still carry no locals."""
+    structlog.reset_defaults()
+    importlib.reload(logs)
+    _log_failure_with_a_mobile_in_scope()
+    out = capsys.readouterr().out
+    assert "RuntimeError: boom for 14 digits" in out
+    assert "13912345678" not in out

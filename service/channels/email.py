@@ -38,6 +38,7 @@ from service.channels.base import (
     SendResult,
     TransientDeliveryError,
     mask_address,
+    mask_text,
     message_id_for,
 )
 
@@ -566,7 +567,12 @@ class EmailChannel:
             if not isinstance(exc, Exception):
                 raise
             error = classify(exc)
-            log.warning("email to %s failed: %r", mask_address(envelope.address), error)
+            log.warning(
+                "email to %s failed: %s: %s",
+                mask_address(envelope.address),
+                type(error).__name__,
+                mask_text(str(error)),
+            )
             if error is exc:
                 raise
             raise error from exc

@@ -33,6 +33,9 @@ def normalise_url(url: str) -> str:
 
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     url = normalise_url(url)
+    # A database error's text would otherwise quote the statement's parameters: message
+    # bodies, addresses, mobiles. It reaches logs and recorded reasons.
+    kwargs.setdefault("hide_parameters", True)
     if url.startswith("sqlite"):
         path = url.split(":///", 1)[1]
         if path and path != ":memory:":
