@@ -140,7 +140,7 @@ def message_bytes(
             + _address_field("To", envelope.recipient_name, envelope.address)
             + _date_field(date.replace(microsecond=0))
             + _message_id_field(envelope.key, message_id_domain)
-            + _unstructured("X-Campaign-Key", envelope.key)
+            + _campaign_key_field(envelope.key)
             + "MIME-Version: 1.0\r\n"
         )
         body = _text_part("plain", envelope.text)
@@ -184,9 +184,12 @@ def build_message(
 # --- MIME writer -------------------------------------------------------------------
 
 _MAX_LINE = 78  # RFC 5322's line limit, CRLF excluded
+# RFC 2047 section 2: a header line holding an encoded-word is at most 76 characters.
+_EW_LINE = 76
 _EW_OVERHEAD = len("=?utf-8?b??=")
-# 45 bytes are 60 base64 characters: a 72-character encoded-word (RFC 2047 allows 75).
-_EW_MAX_BYTES = 45
+# 42 bytes are 56 base64 characters: a 68-character encoded-word (RFC 2047 allows 75),
+# which fits after "From: " within 76.
+_EW_MAX_BYTES = 42
 # The attachment ``name=`` words leave room for ` name="` and the closing quote.
 _PARAM_EW_BYTES = 42
 _RAW_TEXT = re.compile(r"[!-~]+(?: [!-~]+)*")  # printable ASCII words, single spaces
@@ -207,17 +210,23 @@ class _Field:
         self.line = name + ":"
 
     def token(self, text: str) -> None:
-        """Append an unbreakable token after a space, on a new line if it must."""
-        if self.line and len(self.line) + 1 + len(text) > _MAX_LINE:
+        """Append an unbreakable token after a space, on a new line if it must.
+
+        Never right after the field's colon: a folded first line would be the bare name,
+        which some parsers read as an empty value. A first token too long for the line
+        stays on it (RFC 5322 allows 998 characters).
+        """
+        limit = _EW_LINE if "=?" in text or "=?" in self.line else _MAX_LINE
+        if not self.line.endswith(":") and self.line and len(self.line) + 1 + len(text) > limit:
             self.done.append(self.line)
             self.line = ""
         self.line += " " + text
 
     def encoded(self, data: bytes) -> None:
-        """Append UTF-8 text as base64 encoded-words, filling each line."""
+        """Append UTF-8 text as base64 encoded-words, filling each line up to 76."""
         start, end = 0, len(data)
         while start < end:
-            room = min(_MAX_LINE - len(self.line) - 1 - _EW_OVERHEAD, 60) // 4 * 3
+            room = min(_EW_LINE - len(self.line) - 1 - _EW_OVERHEAD, 60) // 4 * 3
             cut = _char_cut(data, start, room) if room > 0 else start
             if cut == start:  # not even one character fits here: next line
                 self.done.append(self.line)
@@ -331,6 +340,25 @@ def _address_field(name: str, display_name: str, address: str) -> str:
     return field.render()
 
 
+def campaign_key_header(key: str) -> str:
+    """The ``X-Campaign-Key`` value: the key as plain ASCII on one line, never encoded.
+
+    Printable ASCII stays as it is (keys are ids joined by ``/``); anything else (a space,
+    ``%``, a non-ASCII character) is percent-encoded as UTF-8, so the value is the same
+    whatever parser reads it.
+    """
+    return "".join(
+        char if "!" <= char <= "~" and char != "%" else urllib.parse.quote(char, safe="")
+        for char in key
+    )
+
+
+def _campaign_key_field(key: str) -> str:
+    _refuse_line_breaks("X-Campaign-Key", key)
+    # One line, like Message-ID: folding would add a space inside the key.
+    return f"X-Campaign-Key: {campaign_key_header(key)}\r\n"
+
+
 def _message_id_field(key: str, domain: str) -> str:
     if not _MSG_ID_DOMAIN.fullmatch(domain):
         raise ValueError(f"invalid message_id_domain {domain!r}")
@@ -388,6 +416,10 @@ def _content_type(mime_type: str) -> str:
     if not (_TOKEN.fullmatch(maintype) and _TOKEN.fullmatch(subtype)):
         return "application/octet-stream"
     params = params.strip()
+    if maintype.lower() == "text" and "charset=" not in params.lower():
+        # Every text the service attaches (CSV digests) is UTF-8: say so, or mail
+        # clients guess (GBK in most Chinese ones) and show mojibake.
+        params = f"{params}; charset=utf-8" if params else "charset=utf-8"
     if not params:
         return f"{maintype}/{subtype}"
     if not _PRINTABLE.fullmatch(params):

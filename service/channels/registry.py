@@ -185,7 +185,10 @@ def build_channels(
         from .email import EmailChannel, SmtpSettings
 
         settings = cfg.email.model_dump(exclude={"backend", "allow_plaintext"})
-        channels["email"] = EmailChannel(SmtpSettings(**settings))
+        # The Date header from the injected clock, as the file outbox's: a replay's
+        # messages carry the replayed moment.
+        timing: dict[str, Any] = {"clock": clock} if clock is not None else {}
+        channels["email"] = EmailChannel(SmtpSettings(**settings), **timing)
     sms = cfg.sms
     if isinstance(sms, FileConfig):
         channels["sms"] = outbox(sms.folder).for_channel("sms")
