@@ -18,7 +18,8 @@ from .runtime import Runtime
 from .store.db import create_engine, migrate
 from .store.ledger import Ledger
 from .store.limits import fit
-from .store.outbox import WORKER_CHARS, Outbox
+from .store.outbox import Outbox
+from .store.recording import WORKER_CHARS
 
 
 def worker_id(hostname: str | None = None, pid: int | None = None) -> str:

@@ -39,7 +39,8 @@ from service.planner import PlannedMessage
 from service.simulate import MARKER, simulate
 from service.statelock import hold
 from service.store.ledger import Ledger
-from service.store.outbox import Outbox, bound_provider_id
+from service.store.outbox import Outbox
+from service.store.recording import bound_provider_id
 from service.store.tables import delivery_attempts, messages
 from service.submissions import NewSubmission
 from tests.channels.conftest import LoopbackServer, Reply, WebhookFake
@@ -279,6 +280,54 @@ async def test_nul_in_a_submission_note_is_refused_not_a_driver_error(ledger: Le
     sub = NewSubmission("jilin", "liaison-registration", "2023", 1, local(AT), "admin", "a\x00b")
     with pytest.raises(LedgerError, match=r"note.*NUL"):
         await ledger.record([sub], "ops")
+
+
+async def test_planned_value_over_its_column_is_stored_failed_with_the_reason(
+    migrated_engine: AsyncEngine,
+) -> None:
+    """A 300-character address: that message is stored failed, the others pending."""
+    now = local(AT)
+    outbox = Outbox(migrated_engine, "jilin-2023")
+    batch = planned(3, now)
+    batch[1] = dataclasses.replace(batch[1], address="x" * 290 + "@example.org")
+    assert await outbox.insert(batch, now) == 3
+    assert await outbox.insert(batch, now) == 0  # re-planning it inserts nothing twice
+    rows = await rows_of(migrated_engine)
+    assert [r["status"] for r in rows] == ["pending", "failed", "pending"]
+    assert rows[1]["reason"] == "无法保存：address 超过 256 个字符"
+    assert len(rows[1]["address"]) == 256
+
+
+def test_campaign_key_over_its_column_is_refused_before_any_write(
+    migrated_engine: AsyncEngine, clock: VirtualClock
+) -> None:
+    """A 65-character campaign key: LedgerError naming campaign.key from Outbox and Ledger."""
+    with pytest.raises(LedgerError, match=r"campaign\.key.*过长"):
+        Outbox(migrated_engine, "c" * 65)
+    with pytest.raises(LedgerError, match=r"campaign\.key.*过长"):
+        Ledger(migrated_engine, "c" * 65, clock)
+
+
+def test_cli_submit_with_overlong_actor_prints_one_chinese_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`service submit --actor <129 chars>`: exit 1, one error line naming --actor."""
+    for name in ("DATABASE_URL", "CHANNELS_FILE", "DISPATCH_CONCURRENCY", "DISPATCH_UNRECORDED"):
+        monkeypatch.delenv(f"SERVICE_{name}", raising=False)
+    result = CliRunner().invoke(
+        cli_app,
+        [
+            *("--schedule", str(ROOT / "schedules" / "jilin-2023.yaml")),
+            *("--contacts", str(ROOT / "contacts"), "--templates", str(ROOT / "templates")),
+            *("--state-dir", str(tmp_path / "state"), "submit", "--unit", "yanji"),
+            *("--obligation", "weekly-progress", "--period", "2023-W25"),
+            *("--at", "2023-06-20T10:00+08:00", "--actor", "a" * 129),
+        ],
+    )
+    assert result.exit_code == 1, result.output
+    assert result.output.strip().splitlines() == [
+        "错误 / error: --actor（操作人） 过长：129 个字符，最多 128 个"
+    ]
 
 
 # -- item 6: leases do not follow a virtual clock; one daemon per SQLite state -------------

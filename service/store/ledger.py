@@ -51,6 +51,7 @@ class Ledger:
     """Submissions of one campaign. Every change writes an audit row in the same transaction."""
 
     def __init__(self, engine: AsyncEngine, campaign: str, clock: Clock) -> None:
+        check_row(submissions, {"campaign": campaign}, {"campaign": "campaign.key（活动标识）"})
         self._engine = engine
         self._campaign = campaign
         self._clock = clock

@@ -24,7 +24,17 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from ..clock import Clock, RealClock
 from ..logs import mask_text
 from ..planner import PlannedMessage
-from .limits import clean_text, column_limit, fit, fit_column
+from .limits import check_row, fit_column
+from .recording import (
+    INT32_MAX,
+    WORKER_CHARS,
+    Transition,
+    bound_provider_id,
+    bounded,
+    is_connection_failure,
+    reason_text,
+    salvage,
+)
 from .tables import delivery_attempts, messages, planner_state
 
 log = structlog.get_logger("service.outbox")
@@ -72,7 +82,7 @@ def _claimed(row: Sequence[Any]) -> Claimed:
     return Claimed(*r)
 
 
-_Transition = tuple[int, str, dict[str, Any], dict[str, Any]]
+_Transition = Transition
 
 
 def _split(values: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
@@ -163,7 +173,7 @@ class _GroupCommit:
             try:
                 results = await _with_reconnect(self._apply, [item for item, _ in batch])
             except Exception as exc:
-                if _is_connection_failure(exc) or self._salvage is None:
+                if is_connection_failure(exc) or self._salvage is None:
                     _fail_all(batch, exc)
                     continue
                 log.error(
@@ -192,7 +202,7 @@ class _GroupCommit:
                 try:
                     (ok,) = await _with_reconnect(self._apply, [item])
                 except Exception as exc:
-                    if _is_connection_failure(exc):
+                    if is_connection_failure(exc):
                         raise
                     log.error(
                         "a delivery result cannot be recorded; the message ends failed",
@@ -218,59 +228,6 @@ def _fail_all(batch: list[tuple[_Transition, asyncio.Future[bool]]], exc: BaseEx
             future.set_exception(exc)
 
 
-def _is_connection_failure(exc: BaseException) -> bool:
-    """The database (not a row) failed: recording row by row cannot help."""
-    return isinstance(exc, OSError | OperationalError | InterfaceError) or (
-        isinstance(exc, DBAPIError) and exc.connection_invalidated
-    )
-
-
-def _cause(exc: BaseException) -> str:
-    """One masked line saying why the database refused a row."""
-    orig = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
-    text = f"{type(orig).__name__}: {orig}".splitlines()[0]
-    return clean_text(mask_text(text))[:300]
-
-
-_INT32_MAX = 2**31 - 1
-# A worker id is recorded in both columns: it must fit the shorter.
-WORKER_CHARS = min(
-    column_limit(messages, "claimed_by") or 64, column_limit(delivery_attempts, "worker") or 64
-)
-_REASON_CHARS = 2000
-_PROVIDER_ID_CHARS = column_limit(messages, "provider_id") or 128
-
-
-def bound_provider_id(provider_id: str | None) -> str | None:
-    """A provider's message id as recorded: at most the column's 128 characters.
-
-    Providers choose their ids; a longer one keeps its first 111 characters, ``~`` and 16
-    hex digits of its SHA-256 (README, "Channels"), so it still fits and stays distinct.
-    """
-    return None if provider_id is None else fit(provider_id, _PROVIDER_ID_CHARS)
-
-
-def _reason(text: str) -> str:
-    return clean_text(mask_text(text))[:_REASON_CHARS]
-
-
-def _salvage(item: _Transition, exc: BaseException) -> _Transition:
-    """The transition that replaces one the database refused: ``failed`` with the cause."""
-    mid, worker, values, attempt = item
-    intended = attempt["outcome"]
-    what = "已被对方接收，不会重发" if intended == "sent" else intended
-    reason = _reason(f"无法记录发送结果（{what}）: {_cause(exc)}")
-    failed: dict[str, Any] = {
-        "status": "failed",
-        "reason": reason,
-        "updated_at": values["updated_at"],
-        "lease_until": None,
-        "attempts": values.get("attempts", _ATTEMPTS_SAME),
-    }
-    record = attempt | {"outcome": "unrecorded", "error": reason, "provider_id": None}
-    return mid, worker, failed, record
-
-
 class Outbox:
     """The messages of one campaign.
 
@@ -282,11 +239,12 @@ class Outbox:
     def __init__(
         self, engine: AsyncEngine, campaign: str, lease_clock: Clock | None = None
     ) -> None:
+        check_row(messages, {"campaign": campaign}, {"campaign": "campaign.key（活动标识）"})
         self.engine = engine
         self.campaign = campaign
         self.lease_clock = lease_clock or RealClock()
         self._pg = engine.dialect.name == "postgresql"
-        self._commits = _GroupCommit(self._apply, salvage=_salvage)
+        self._commits = _GroupCommit(self._apply, salvage=salvage)
 
     async def insert(self, planned: Sequence[PlannedMessage], now: datetime) -> int:
         """Insert planned messages; existing keys are left alone. Returns how many were new.
@@ -329,7 +287,7 @@ class Outbox:
                     }
                     for m in planned[i : i + _CHUNK]
                 ]
-                new += len((await conn.execute(stmt, rows)).all())
+                new += len((await conn.execute(stmt, bounded(rows))).all())
         return new
 
     async def planned_through(self) -> datetime | None:
@@ -492,15 +450,15 @@ class Outbox:
         # Recorded text is made storable and masked here, once for every caller: a peer's
         # error may quote an address or a number, or carry characters no column can hold.
         if "reason" in values:
-            values["reason"] = _reason(values["reason"])
+            values["reason"] = reason_text(values["reason"])
         attempt = {
             "message_id": msg.id,
             "at": now,
             "worker": worker,
             "outcome": outcome,
-            "error": _reason(error),
+            "error": reason_text(error),
             "provider_id": bound_provider_id(provider_id),
-            "duration_ms": max(0, min(duration_ms, _INT32_MAX)),
+            "duration_ms": max(0, min(duration_ms, INT32_MAX)),
         }
         return await self._commits.submit((msg.id, worker, values, attempt))
 
