@@ -18,7 +18,7 @@ from service.channels.base import (
     message_id_for,
     out_id_for,
 )
-from service.channels.email import Clock, message_bytes, utc_now
+from service.channels.mime import Clock, message_bytes, utc_now
 from service.channels.sms_common import sms_segments
 from service.private import private_dir, private_opener
 
