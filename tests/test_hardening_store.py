@@ -18,7 +18,7 @@ import stat
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -372,7 +372,13 @@ with hold(Path(sys.argv[1])):
 @pytest.fixture
 def lock_holder(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], Path]]:
     """Another process holding the state lock of ``tmp_path/state`` until it is killed."""
-    lock = tmp_path / "state" / "service.db.lock"
+    with holding(tmp_path / "state" / "service.db.lock") as holder:
+        yield holder
+
+
+@contextmanager
+def holding(lock: Path) -> Iterator[tuple[subprocess.Popen[str], Path]]:
+    """Another process holding ``lock`` (statelock.hold) until it is killed."""
     with subprocess.Popen(
         [sys.executable, "-c", HOLD_LOCK, str(lock)],
         stdin=subprocess.PIPE,
@@ -578,3 +584,18 @@ def test_unconfigured_exception_logs_show_no_local_variables(
     out = capsys.readouterr().out
     assert "RuntimeError: boom for 14 digits" in out
     assert "13912345678" not in out
+
+
+async def test_simulate_is_refused_while_another_process_replays_into_its_folder(
+    tmp_path: Path,
+) -> None:
+    """A second simulate into a folder being replayed: refused naming the pid, not wiped."""
+    out = tmp_path / "replay"
+    out.mkdir()
+    (out / MARKER).touch()
+    (out / "messages.jsonl").write_text("in progress\n", encoding="utf-8")
+    start, end = local("2023-05-18T08:00"), local("2023-05-18T09:30")
+    with holding(out / "simulation.db.lock") as (holder, _):
+        with pytest.raises(ConfigError, match=f"pid {holder.pid}"):
+            await simulate(_simulation_settings(tmp_path), start, end, out)
+    assert (out / "messages.jsonl").read_text(encoding="utf-8") == "in progress\n"
