@@ -15,7 +15,7 @@ from .config import Settings
 from .daemon import run_virtual
 from .errors import ConfigError, Problem
 from .model import CampaignModel
-from .private import private_dir, private_file, private_opener
+from .private import DIR_MODE, private_dir, private_file, private_opener
 from .statelock import exclusive_state
 from .store.outbox import Outbox
 from .submissions import load_submissions_csv
@@ -44,7 +44,7 @@ def _check_out(out: Path) -> None:
 
 def _prepare(out: Path) -> Path:
     """A replay starts from nothing: the folder is the simulation's own output."""
-    private_dir(out)
+    private_dir(out).chmod(DIR_MODE)  # empty or ours (checked): the replay's own folder
     open(out / MARKER, "a", opener=private_opener).close()
     db = out / "simulation.db"
     for suffix in ("", "-wal", "-shm"):

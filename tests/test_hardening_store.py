@@ -492,6 +492,7 @@ async def test_simulate_refuses_a_non_empty_folder_it_did_not_write(tmp_path: Pa
 async def test_simulate_reuses_its_own_previous_output_privately(tmp_path: Path) -> None:
     """A folder a previous simulate wrote is replayed into again; its files are 0600."""
     out = tmp_path / "replay"
+    out.mkdir(mode=0o755)  # an empty folder the operator made: the replay takes it over
     start, end = local("2023-05-18T08:00"), local("2023-05-18T09:30")
     first = await simulate(_simulation_settings(tmp_path), start, end, out)
     second = await simulate(_simulation_settings(tmp_path), start, end, out)
