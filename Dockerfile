@@ -18,9 +18,11 @@ COPY schedules ./schedules
 COPY contacts ./contacts
 COPY templates ./templates
 
-# Non-root; the state folder holds the SQLite file (and its -wal/-shm) and the file outbox.
+# Non-root; the state folder holds the SQLite file (and its -wal/-shm) and the file outbox:
+# personal data, so it belongs to the service user alone (0700; the service creates its
+# files 0600). A named volume mounted here starts as a copy of this folder, mode included.
 RUN useradd --system --uid 10001 --home-dir /state service \
-    && mkdir -p /state && chown service /state
+    && mkdir -p /state && chown service:service /state && chmod 0700 /state
 USER service
 VOLUME ["/state"]
 

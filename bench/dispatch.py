@@ -55,6 +55,7 @@ def write_channels(path: Path, smtp_port: int, http_port: int, pool_size: int) -
         "sms:\n"
         "  backend: webhook\n"
         f"  url: http://127.0.0.1:{http_port}/sms\n"
+        "  allow_plaintext: true\n"
         f"  body_template: '{WEBHOOK_BODY}'\n",
         encoding="utf-8",
     )

@@ -17,11 +17,20 @@ from .dispatcher import Dispatcher, RetryPolicy
 from .runtime import Runtime
 from .store.db import create_engine, migrate
 from .store.ledger import Ledger
+from .store.limits import fit
 from .store.outbox import Outbox
+from .store.recording import WORKER_CHARS
 
 
-def worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+def worker_id(hostname: str | None = None, pid: int | None = None) -> str:
+    """``hostname:pid``, always within the schema's worker columns (64 characters).
+
+    A legal hostname can be 63 characters (253 as an FQDN): a long one is shortened to a
+    prefix and a hash of the whole name, so workers on different hosts stay distinct.
+    """
+    host = socket.gethostname() if hostname is None else hostname
+    suffix = f":{os.getpid() if pid is None else pid}"
+    return fit(host, WORKER_CHARS - len(suffix)) + suffix
 
 
 @dataclass
@@ -51,7 +60,9 @@ async def open_app(
     policy: RetryPolicy | None = None,
     worker: str | None = None,
     durable_outbox: bool = True,
+    lease_clock: Clock | None = None,
 ) -> AsyncIterator[App]:
+    """Wire one process. Leases follow ``lease_clock``: the wall clock unless given."""
     runtime = Runtime.load(settings.schedule, settings.contacts, settings.templates)
     owned = channels is None
     if channels is None:
@@ -68,7 +79,7 @@ async def open_app(
         await migrate(engine)
         key = runtime.model.key
         ledger = Ledger(engine, key, clock)
-        outbox = Outbox(engine, key)
+        outbox = Outbox(engine, key, lease_clock=lease_clock)
         policy = policy or RetryPolicy(
             concurrency=settings.dispatch_concurrency, unrecorded=settings.dispatch_unrecorded
         )

@@ -23,6 +23,7 @@ from apscheduler.triggers.date import DateTrigger
 from .app import App
 from .clock import VirtualClock
 from .errors import ConfigError
+from .statelock import exclusive_state
 
 log = structlog.get_logger("service.daemon")
 
@@ -115,6 +116,10 @@ class Daemon:
     # -- real time ---------------------------------------------------------------------
     async def run(self) -> None:
         """Run until SIGTERM/SIGINT; SIGHUP reloads the inputs."""
+        with exclusive_state(self.app.settings.db_url):
+            await self._run_until_stopped()
+
+    async def _run_until_stopped(self) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
@@ -182,6 +187,18 @@ async def run_virtual(
     max_cycles: int = 1_000_000,
 ) -> int:
     """Step the same cycle from one due moment to the next on a virtual clock."""
+    with exclusive_state(app.settings.db_url):
+        return await _step_virtual(app, clock, until, pace, stop, max_cycles)
+
+
+async def _step_virtual(
+    app: App,
+    clock: VirtualClock,
+    until: datetime,
+    pace: Callable[[datetime], Awaitable[None]] | None,
+    stop: asyncio.Event | None,
+    max_cycles: int,
+) -> int:
     cycles = 0
     reconciler = app.reconciler
     while cycles < max_cycles and not (stop and stop.is_set()):

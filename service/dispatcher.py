@@ -26,6 +26,7 @@ from .channels.base import (
     SendResult,
     StatusQuery,
     mask_address,
+    mask_text,
 )
 from .clock import Clock
 from .directory import Person
@@ -336,7 +337,10 @@ class Dispatcher:
             result = found or await channel.send(envelope)
         except DeliveryError as exc:
             ms = int((time.perf_counter() - started) * 1000)
-            error = f"{type(exc).__name__}: {exc}" + (f" [{exc.code}]" if exc.code else "")
+            # Peers quote the recipient in their errors: masked before it is logged or stored.
+            error = mask_text(
+                f"{type(exc).__name__}: {exc}" + (f" [{exc.code}]" if exc.code else "")
+            )
             log.warning(
                 "send failed",
                 key=msg.key,
@@ -401,7 +405,7 @@ class Dispatcher:
             log.warning(
                 "status query refused; resending with the same out-id",
                 key=msg.key,
-                error=str(exc)[:200],
+                error=mask_text(str(exc))[:200],
             )
             return None
 

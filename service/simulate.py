@@ -13,18 +13,45 @@ from .app import open_app
 from .clock import VirtualClock
 from .config import Settings
 from .daemon import run_virtual
+from .errors import ConfigError, Problem
 from .model import CampaignModel
+from .private import DIR_MODE, private_dir, private_file, private_opener
+from .statelock import exclusive_state
 from .store.outbox import Outbox
 from .submissions import load_submissions_csv
+
+MARKER = ".service-simulation"  # written into every simulate output folder
+
+
+def _check_out(out: Path) -> None:
+    """Only a folder that is empty or that a previous simulate wrote (it holds ``MARKER``)
+    may be reused: the replay deletes the previous outbox and database in it."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError([Problem(str(out), None, "--out", "不是目录")])
+    if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file():
+        raise ConfigError(
+            [
+                Problem(
+                    str(out),
+                    None,
+                    "--out",
+                    "目录不是空的，也不是之前 simulate 的输出（没有 "
+                    f"{MARKER} 标记文件）；为免删除其中的文件，请指定一个空目录或新目录",
+                )
+            ]
+        )
 
 
 def _prepare(out: Path) -> Path:
     """A replay starts from nothing: the folder is the simulation's own output."""
-    out.mkdir(parents=True, exist_ok=True)
+    private_dir(out).chmod(DIR_MODE)  # empty or ours (checked): the replay's own folder
+    open(out / MARKER, "a", opener=private_opener).close()
     db = out / "simulation.db"
     for suffix in ("", "-wal", "-shm"):
         Path(f"{db}{suffix}").unlink(missing_ok=True)
     shutil.rmtree(out / "outbox", ignore_errors=True)
+    for name in ("messages.jsonl", "outbox-states.jsonl"):  # created 0600: opened "w" later
+        private_file(out / name)
     return db
 
 
@@ -44,10 +71,23 @@ async def simulate(
     max_cycles: int = 1_000_000,
 ) -> SimulationResult:
     """Step the clock from one due moment to the next and run a cycle at each."""
+    await asyncio.to_thread(_check_out, out)
+    db_url = f"sqlite+aiosqlite:///{out / 'simulation.db'}"
+    with exclusive_state(db_url):  # never wipe a replay that is still running
+        return await _simulate(settings, start, end, out, submissions, max_cycles)
+
+
+async def _simulate(
+    settings: Settings,
+    start: datetime,
+    end: datetime,
+    out: Path,
+    submissions: Path | None,
+    max_cycles: int,
+) -> SimulationResult:
     db = await asyncio.to_thread(_prepare, out)
-    settings = settings.model_copy(
-        update={"state_dir": out, "database_url": f"sqlite+aiosqlite:///{db}"}
-    )
+    db_url = f"sqlite+aiosqlite:///{db}"
+    settings = settings.model_copy(update={"state_dir": out, "database_url": db_url})
     clock = VirtualClock(start)
     async with open_app(settings, clock, worker="simulator", durable_outbox=False) as app:
         if submissions is not None:

@@ -76,7 +76,7 @@ def _aliyun_yaml(server: LoopbackServer) -> str:
     return (
         f"sms:\n  backend: aliyun\n  access_key_id: {ALIYUN_KEY_ID}\n"
         f"  secret_env: {SECRET_ENV}\n  sign_name: {SIGN_NAME}\n  endpoint: {server.url}\n"
-        "  timeout: 5\n  templates:\n"
+        "  allow_plaintext: true\n  timeout: 5\n  templates:\n"
         "    reminder: {code: SMS_465324001, params: [name, item, due]}\n"
     )
 

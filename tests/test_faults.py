@@ -262,6 +262,7 @@ email: {{backend: file, folder: {tmp_path / "outbox"}}}
 sms:
   backend: webhook
   url: http://127.0.0.1:{gateway.port}/send
+  allow_plaintext: true
   body_template: '{{"to": {{{{ to|tojson }}}}, "text": {{{{ text|tojson }}}}}}'
   provider_id_field: id
   timeout: 0.5

@@ -16,6 +16,10 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, Protocol, runtime_checkable
 
+# Re-exported: every channel masks through these.
+from ..logs import mask_address as mask_address
+from ..logs import mask_text as mask_text
+
 ChannelName = Literal["email", "sms"]
 
 
@@ -127,13 +131,3 @@ def message_id_for(key: str, domain: str) -> str:
 def out_id_for(key: str, length: int = 32) -> str:
     """A deterministic, provider-safe correlation id (hex) for an idempotency key."""
     return hashlib.sha256(key.encode("utf-8")).hexdigest()[:length]
-
-
-def mask_address(address: str) -> str:
-    """Mask an email address or phone number for logs: ``zh***@example.org``, ``+86138****0000``."""
-    if "@" in address:
-        local, _, domain = address.partition("@")
-        return f"{local[:2]}***@{domain}"
-    if len(address) >= 7:
-        return f"{address[:-8]}****{address[-4:]}" if len(address) > 8 else "****"
-    return "****"

@@ -18,8 +18,9 @@ from service.channels.base import (
     message_id_for,
     out_id_for,
 )
-from service.channels.email import Clock, message_bytes, utc_now
+from service.channels.mime import Clock, message_bytes, utc_now
 from service.channels.sms_common import sms_segments
+from service.private import private_dir, private_opener
 
 
 class FileOutbox:
@@ -176,10 +177,10 @@ def _write_once(
     folder = target.parent
     if digest in known:
         return next(iter(sorted(folder.glob(f"*-{digest}.eml"))), target), False
-    folder.mkdir(parents=True, exist_ok=True)
+    private_dir(folder)
     tmp = folder / f".{target.name}.tmp"
     try:
-        with open(tmp, "wb") as fh:
+        with open(tmp, "wb", opener=private_opener) as fh:
             fh.write(raw)
             fh.flush()
             if durable:
@@ -195,8 +196,8 @@ def _write_once(
 
 
 def _append_line(path: Path, line: str, durable: bool = True) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as fh:
+    private_dir(path.parent)
+    with open(path, "a", encoding="utf-8", opener=private_opener) as fh:
         fh.write(line)
         fh.flush()
         if durable:

@@ -5,10 +5,12 @@ Secrets are never in this file: it names the environment variables that hold the
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -19,6 +21,45 @@ from .base import Channel
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _is_loopback(host: str) -> bool:
+    host = host.strip("[]").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _plaintext_allowed(what: str, host: str, allow_plaintext: bool) -> None:
+    """Refuse credentials or personal data in clear text, except to a loopback test server.
+
+    ``allow_plaintext: true`` is the explicit opt-in, and only for 127.0.0.1/::1/localhost:
+    on any other host an eavesdropper on the network would read what is sent.
+    """
+    if not allow_plaintext:
+        raise ValueError(
+            f"{what}未加密：密码和收件人信息会以明文在网络上传输。请改用加密连接；"
+            "仅当对方是本机回环地址（127.0.0.1、::1、localhost）上的测试服务器时，"
+            "可设置 allow_plaintext: true"
+        )
+    if not _is_loopback(host):
+        raise ValueError(
+            f"allow_plaintext: true 只允许用于本机回环地址的测试服务器，{host!r} 不是回环地址；"
+            f"{what}必须加密"
+        )
+
+
+def _http_endpoint(url: str | None, allow_plaintext: bool) -> None:
+    if url is None:
+        return
+    parts = urlsplit(url)
+    if parts.scheme.lower() == "http":
+        _plaintext_allowed("短信网关地址使用 http://，", parts.hostname or "", allow_plaintext)
+    elif parts.scheme.lower() != "https":
+        raise ValueError(f"短信网关地址必须以 https:// 开头：{url!r}")
 
 
 class FileConfig(_Strict):
@@ -39,6 +80,15 @@ class SmtpConfig(_Strict):
     timeout: float = Field(default=30.0, gt=0)
     validate_certs: bool = True
     cert_bundle: str | None = None
+    allow_plaintext: bool = False  # security none with a password: loopback test servers only
+
+    @model_validator(mode="after")
+    def _no_plaintext_password(self) -> SmtpConfig:
+        if self.security == "none" and self.password_env is not None:
+            _plaintext_allowed(
+                "SMTP 使用 security: none 且配置了密码，", self.host, self.allow_plaintext
+            )
+        return self
 
 
 class TemplateRef(_Strict):
@@ -57,11 +107,13 @@ class SignedSmsConfig(_Strict):
     region: str | None = None
     sms_sdk_app_id: str | None = None  # tencent only
     timeout: float = Field(default=5.0, gt=0)
+    allow_plaintext: bool = False  # an http:// endpoint: loopback test servers only
 
     @model_validator(mode="after")
     def _tencent_app(self) -> SignedSmsConfig:
         if self.backend == "tencent" and not self.sms_sdk_app_id:
             raise ValueError("sms_sdk_app_id is required for tencent")
+        _http_endpoint(self.endpoint, self.allow_plaintext)
         return self
 
 
@@ -73,6 +125,12 @@ class WebhookConfig(_Strict):
     hmac_secret_env: str | None = None
     provider_id_field: str | None = None
     timeout: float = Field(default=5.0, gt=0)
+    allow_plaintext: bool = False  # an http:// url: loopback test servers only
+
+    @model_validator(mode="after")
+    def _encrypted(self) -> WebhookConfig:
+        _http_endpoint(self.url, self.allow_plaintext)
+        return self
 
 
 class ChannelsConfig(_Strict):
@@ -126,14 +184,19 @@ def build_channels(
     else:
         from .email import EmailChannel, SmtpSettings
 
-        channels["email"] = EmailChannel(SmtpSettings(**cfg.email.model_dump(exclude={"backend"})))
+        settings = cfg.email.model_dump(exclude={"backend", "allow_plaintext"})
+        # The Date header from the injected clock, as the file outbox's: a replay's
+        # messages carry the replayed moment.
+        timing: dict[str, Any] = {"clock": clock} if clock is not None else {}
+        channels["email"] = EmailChannel(SmtpSettings(**settings), **timing)
     sms = cfg.sms
     if isinstance(sms, FileConfig):
         channels["sms"] = outbox(sms.folder).for_channel("sms")
     elif isinstance(sms, WebhookConfig):
         from .sms_webhook import WebhookSettings, WebhookSms
 
-        channels["sms"] = WebhookSms(WebhookSettings(**sms.model_dump(exclude={"backend"})))
+        hook = sms.model_dump(exclude={"backend", "allow_plaintext"})
+        channels["sms"] = WebhookSms(WebhookSettings(**hook))
     else:
         from .sms_common import AliyunSettings, SmsTemplate, TencentSettings
 

@@ -12,6 +12,8 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from ..private import private_file
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 _PG_MIGRATION_LOCK = 0x5EC0_0001  # advisory lock id: one replica migrates at a time
 
@@ -31,10 +33,13 @@ def normalise_url(url: str) -> str:
 
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     url = normalise_url(url)
+    # A database error's text would otherwise quote the statement's parameters: message
+    # bodies, addresses, mobiles. It reaches logs and recorded reasons.
+    kwargs.setdefault("hide_parameters", True)
     if url.startswith("sqlite"):
         path = url.split(":///", 1)[1]
         if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            private_file(Path(path))  # before SQLite creates it (and -wal/-shm like it) 0644
         # One connection: SQLite has one writer anyway, and queueing in the pool is far
         # cheaper than several connections sleeping in SQLite's busy handler.
         kwargs.setdefault("pool_size", 1)

@@ -14,7 +14,21 @@ from ..clock import Clock
 from ..counts import CountTable
 from ..errors import LedgerError
 from ..submissions import NewSubmission
+from .limits import check_row, check_rows
 from .tables import audit_log, submissions
+
+# What the user typed, for each column an error may name (CLI option or CSV column).
+_LABELS = {
+    "recorded_by": "--actor（操作人）",
+    "retracted_by": "--actor（操作人）",
+    "actor": "--actor（操作人）",
+    "unit_id": "unit（单位）",
+    "obligation": "obligation（事项）",
+    "period": "period（周期）",
+    "source": "source（来源）",
+    "note": "note（备注）",
+    "retract_reason": "--reason（撤销原因）",
+}
 
 
 @dataclass(frozen=True)
@@ -37,6 +51,7 @@ class Ledger:
     """Submissions of one campaign. Every change writes an audit row in the same transaction."""
 
     def __init__(self, engine: AsyncEngine, campaign: str, clock: Clock) -> None:
+        check_row(submissions, {"campaign": campaign}, {"campaign": "campaign.key（活动标识）"})
         self._engine = engine
         self._campaign = campaign
         self._clock = clock
@@ -50,24 +65,27 @@ class Ledger:
         now = self._clock.now()
         if not subs:
             return []
+        check_row(audit_log, {"actor": actor}, _LABELS)
+        rows = [
+            {
+                "campaign": self._campaign,
+                "unit_id": sub.unit,
+                "obligation": sub.obligation,
+                "period": sub.period,
+                "count": sub.count,
+                "submitted_at": sub.at,
+                "recorded_at": now,
+                "source": sub.source,
+                "recorded_by": actor,
+                "note": sub.note,
+            }
+            for sub in subs
+        ]
+        check_rows(submissions, rows, _LABELS)
         async with self._engine.begin() as conn:
             result = await conn.execute(
                 submissions.insert().returning(submissions.c.id, sort_by_parameter_order=True),
-                [
-                    {
-                        "campaign": self._campaign,
-                        "unit_id": sub.unit,
-                        "obligation": sub.obligation,
-                        "period": sub.period,
-                        "count": sub.count,
-                        "submitted_at": sub.at,
-                        "recorded_at": now,
-                        "source": sub.source,
-                        "recorded_by": actor,
-                        "note": sub.note,
-                    }
-                    for sub in subs
-                ],
+                rows,
             )
             ids = [int(sid) for sid in result.scalars()]
             await conn.execute(
@@ -91,6 +109,8 @@ class Ledger:
     ) -> list[int]:
         """Retract the latest active submission (or one by id, or all); re-opens the quota."""
         now = self._clock.now()
+        check_row(audit_log, {"actor": actor}, _LABELS)
+        check_row(submissions, {"retracted_by": actor, "retract_reason": reason}, _LABELS)
         c = submissions.c
         async with self._engine.begin() as conn:
             query = (

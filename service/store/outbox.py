@@ -21,7 +21,20 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from ..clock import Clock, RealClock
+from ..logs import mask_text
 from ..planner import PlannedMessage
+from .limits import check_row, fit_column
+from .recording import (
+    INT32_MAX,
+    WORKER_CHARS,
+    Transition,
+    bound_provider_id,
+    bounded,
+    is_connection_failure,
+    reason_text,
+    salvage,
+)
 from .tables import delivery_attempts, messages, planner_state
 
 log = structlog.get_logger("service.outbox")
@@ -69,7 +82,7 @@ def _claimed(row: Sequence[Any]) -> Claimed:
     return Claimed(*r)
 
 
-_Transition = tuple[int, str, dict[str, Any], dict[str, Any]]
+_Transition = Transition
 
 
 def _split(values: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
@@ -136,9 +149,11 @@ class _GroupCommit:
         self,
         apply: Callable[[list[_Transition]], Awaitable[list[bool]]],
         linger: float = 0.005,
+        salvage: Callable[[_Transition, BaseException], _Transition] | None = None,
     ) -> None:
         self._apply = apply
         self._linger = linger
+        self._salvage = salvage
         self._queue: list[tuple[_Transition, asyncio.Future[bool]]] = []
         self._task: asyncio.Task[None] | None = None
 
@@ -157,24 +172,79 @@ class _GroupCommit:
             batch, self._queue = self._queue[:_CHUNK], self._queue[_CHUNK:]
             try:
                 results = await _with_reconnect(self._apply, [item for item, _ in batch])
-            except BaseException as exc:  # hand the failure to every waiting caller
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-                if not isinstance(exc, Exception):
-                    raise
+            except Exception as exc:
+                if is_connection_failure(exc) or self._salvage is None:
+                    _fail_all(batch, exc)
+                    continue
+                log.error(
+                    "a group commit failed; recording its transitions one by one",
+                    error=mask_text(str(exc))[:300],
+                )
+                await self._one_by_one(batch)
                 continue
+            except BaseException as exc:
+                _fail_all(batch, exc)
+                raise
             for (_, future), ok in zip(batch, results, strict=True):
                 if not future.done():
                     future.set_result(ok)
 
+    async def _one_by_one(self, batch: list[tuple[_Transition, asyncio.Future[bool]]]) -> None:
+        """After a failed group commit: each transition alone, so one bad row fails alone.
+
+        A transition the database still refuses is replaced by ``salvage``'s (a ``failed``
+        state with the reason): the message must leave ``sending``, or its lease would
+        expire and a delivered message would be sent again.
+        """
+        assert self._salvage is not None
+        for item, future in batch:
+            try:
+                try:
+                    (ok,) = await _with_reconnect(self._apply, [item])
+                except Exception as exc:
+                    if is_connection_failure(exc):
+                        raise
+                    log.error(
+                        "a delivery result cannot be recorded; the message ends failed",
+                        message_id=item[0],
+                        error=mask_text(str(exc))[:300],
+                    )
+                    (ok,) = await _with_reconnect(self._apply, [self._salvage(item, exc)])
+            except BaseException as exc:
+                if not future.done():
+                    future.set_exception(exc)
+                if not isinstance(exc, Exception):
+                    _fail_all(batch, exc)
+                    raise
+                continue
+            if not future.done():
+                future.set_result(ok)
+
+
+def _fail_all(batch: list[tuple[_Transition, asyncio.Future[bool]]], exc: BaseException) -> None:
+    """Hand a failure to every caller of ``batch`` still waiting."""
+    for _, future in batch:
+        if not future.done():
+            future.set_exception(exc)
+
 
 class Outbox:
-    def __init__(self, engine: AsyncEngine, campaign: str) -> None:
+    """The messages of one campaign.
+
+    Leases are judged by ``lease_clock``, the real wall clock unless a test injects one,
+    never by the campaign clock: two processes replaying on virtual clocks that disagree
+    by days would otherwise each see the other's live claims as long expired.
+    """
+
+    def __init__(
+        self, engine: AsyncEngine, campaign: str, lease_clock: Clock | None = None
+    ) -> None:
+        check_row(messages, {"campaign": campaign}, {"campaign": "campaign.key（活动标识）"})
         self.engine = engine
         self.campaign = campaign
+        self.lease_clock = lease_clock or RealClock()
         self._pg = engine.dialect.name == "postgresql"
-        self._commits = _GroupCommit(self._apply)
+        self._commits = _GroupCommit(self._apply, salvage=salvage)
 
     async def insert(self, planned: Sequence[PlannedMessage], now: datetime) -> int:
         """Insert planned messages; existing keys are left alone. Returns how many were new.
@@ -217,7 +287,7 @@ class Outbox:
                     }
                     for m in planned[i : i + _CHUNK]
                 ]
-                new += len((await conn.execute(stmt, rows)).all())
+                new += len((await conn.execute(stmt, bounded(rows))).all())
         return new
 
     async def planned_through(self) -> datetime | None:
@@ -247,16 +317,23 @@ class Outbox:
     async def claim(
         self, worker: str, now: datetime, limit: int, lease: timedelta
     ) -> list[Claimed]:
-        """Atomically take up to ``limit`` due messages (pending, or sending with a dead lease)."""
+        """Atomically take up to ``limit`` due messages (pending, or sending with a dead lease).
+
+        ``now`` (the campaign clock) says what is due; the lease clock says which leases
+        are dead.
+        """
+        if len(worker) > WORKER_CHARS:
+            raise ValueError(f"worker id longer than {WORKER_CHARS} characters: {worker!r}")
         m = messages.c
+        wall = self.lease_clock.now()
         due = sa.or_(
             sa.and_(m.status == "pending", m.next_attempt_at <= now),
-            sa.and_(m.status == "sending", m.lease_until < now),
+            sa.and_(m.status == "sending", m.lease_until < wall),
         )
         values: dict[str, Any] = {
             "status": "sending",
             "claimed_by": worker,
-            "lease_until": now + lease,
+            "lease_until": wall + lease,
             "updated_at": now,
             # A dead lease means a worker died mid-send: that was an attempt whose outcome
             # is unknown. Counting it makes the dispatcher ask providers that can answer.
@@ -312,7 +389,12 @@ class Outbox:
             else _ATTEMPTS_SAME,
         }
         if status == "sent":
-            values.update(sent_at=now, provider_id=provider_id, subject=subject, body=body)
+            values.update(
+                sent_at=now,
+                provider_id=bound_provider_id(provider_id),
+                subject=fit_column(messages, "subject", subject),
+                body=fit_column(messages, "body", body),
+            )
         return await self._transition(
             msg, worker, now, values, outcome, error, provider_id, duration_ms
         )
@@ -365,14 +447,18 @@ class Outbox:
         provider_id: str | None,
         duration_ms: int,
     ) -> bool:
+        # Recorded text is made storable and masked here, once for every caller: a peer's
+        # error may quote an address or a number, or carry characters no column can hold.
+        if "reason" in values:
+            values["reason"] = reason_text(values["reason"])
         attempt = {
             "message_id": msg.id,
             "at": now,
             "worker": worker,
             "outcome": outcome,
-            "error": error[:2000],
-            "provider_id": provider_id,
-            "duration_ms": duration_ms,
+            "error": reason_text(error),
+            "provider_id": bound_provider_id(provider_id),
+            "duration_ms": max(0, min(duration_ms, INT32_MAX)),
         }
         return await self._commits.submit((msg.id, worker, values, attempt))
 

@@ -93,7 +93,8 @@ async def main(args: argparse.Namespace) -> None:
         concurrency=args.concurrency,
         unrecorded=args.unrecorded,
     )
-    async with open_app(settings, clock, policy=policy) as app:
+    # Leases in virtual time: the restart is "later than the lease" on the virtual clock.
+    async with open_app(settings, clock, policy=policy, lease_clock=clock) as app:
         dispatcher = app.reconciler.dispatcher
         dispatcher.channels = {k: Announcing(v) for k, v in dispatcher.channels.items()}
         emit(event="started", worker=dispatcher.worker, at=clock.now().isoformat())

@@ -126,7 +126,7 @@ async def wire(
         await migrate(engine)
         key = runtime.model.key
         ledger = Ledger(engine, key, clock)
-        outbox = Outbox(engine, key)
+        outbox = Outbox(engine, key, lease_clock=clock)  # leases in the shared virtual time
         dispatcher = Dispatcher(runtime, outbox, ledger, channels, clock, worker, policy)
         reconciler = Reconciler(runtime, outbox, ledger, dispatcher, clock)
         yield Wired(runtime, outbox, ledger, dispatcher, reconciler)
