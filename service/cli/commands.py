@@ -152,7 +152,7 @@ def validate(ctx: typer.Context) -> None:
         model = state.model()
         from ..templates import check_templates
 
-        check_templates(model, state.settings.templates)
+        check_templates(model, state.settings.templates, state.settings.render_limits)
         for warning in model.warnings():
             typer.echo(f"警告 / warning: {warning}", err=True)
         n_sub = len(model.submittable())

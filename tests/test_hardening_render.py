@@ -1,0 +1,208 @@
+"""Issue 8 (hardening), rendering and validation side.
+
+- item 2: a template the sandbox allows but that burns CPU or memory is stopped by the
+  render limits (service/sandbox.py) at validation, at reload and at send time;
+- item 7: ``validate`` checks what would fail at send time, for every person, and the
+  channels file;
+- item 3: control characters in the schedule and the directory are located errors;
+- item 11: plaintext credentials in the channels file are reported by ``validate``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from service.cli import app
+from service.messages import sample_contexts
+from service.model import load_model
+from service.sandbox import BoundedEnvironment, RenderLimits, TemplateRenderLimit
+from service.templates import Templates
+from tests.conftest import SHANGHAI
+from tests.test_daemon import SIGNAL_DEADLINE, RunningDaemon, schedule_text
+
+ROOT = Path(__file__).resolve().parent.parent
+SCHEDULE = ROOT / "schedules" / "jilin-2023.yaml"
+CONTACTS = ROOT / "contacts"
+TEMPLATES = ROOT / "templates"
+QUICK = 5.0  # seconds: a hostile template is refused well within this (limit: 1 s per render)
+
+# Each one is fine for the stock Jinja2 sandbox and hangs it or exhausts memory.
+HOSTILE = {
+    "nested-range": "{% for i in range(100000) %}{% for j in range(100000) %}"
+    "{% endfor %}{% endfor %}",
+    "nested-list-loops": "{% set l = range(100000)|list %}"
+    "{% for a in l %}{% for b in l %}{% endfor %}{% endfor %}",
+    "lipsum": "{{ lipsum(10**6) }}",
+    "string-times": "{{ 'x' * 10**9 }}",
+    "list-times": "{{ ([0] * 10**9)|length }}",
+    "power": "{{ 10 ** (10 ** 8) }}",
+    "tilde-doubling": "{% set s = 'x' * 60000 %}" + "{% set s = s ~ s %}" * 30,
+    "capture-doubling": "{% set s = 'x' * 60000 %}" + "{% set s %}{{ s }}{{ s }}{% endset %}" * 30,
+    "loop-into-capture": "{% set s %}{% for i in range(100000) %}"
+    + "y" * 20000
+    + "{% endfor %}{% endset %}{{ s|length }}",
+    "replace-empty": "{% set s = 'x' * 60000 %}{{ s.replace('', s) }}",
+    "join-filter": "{{ range(100000)|join('x' * 60000) }}",
+    "center": "{{ 'x'|center(10**9) }}",
+    "printf-width": "{{ '%01000000000d'|format(1) }}",
+    "str-format-width": "{{ '{:>1000000000}'.format(1) }}",
+    "macro-fork": "{% macro f(n) %}{% if n %}{{ f(n - 1) }}{{ f(n - 1) }}{% endif %}"
+    "{% endmacro %}{{ f(60) }}",
+    "shared-lists": "{% set l = [1] %}" + "{% set l = [l, l] %}" * 45 + "{{ l }}",
+}
+
+
+def bounded(seconds: float = 1.0, max_chars: int = 4_000_000) -> BoundedEnvironment:
+    return BoundedEnvironment(limits=RenderLimits(seconds, max_chars))
+
+
+def copy_templates(tmp_path: Path) -> Path:
+    folder = tmp_path / "templates"
+    shutil.copytree(TEMPLATES, folder)
+    return folder
+
+
+def validate(templates: Path, *extra: str) -> Result:
+    args = ["--schedule", str(SCHEDULE), "--contacts", str(CONTACTS)]
+    return CliRunner().invoke(app, [*args, "--templates", str(templates), *extra, "validate"])
+
+
+# --- item 2: bounded rendering ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("source", HOSTILE.values(), ids=HOSTILE.keys())
+def test_hostile_template_is_stopped_by_the_render_limits(source: str) -> None:
+    """Each CPU/memory attack ends in TemplateRenderLimit (or an error) within the limit."""
+    env = bounded(seconds=0.5)
+    started = time.monotonic()
+    with pytest.raises(Exception) as caught:
+        env.render_bounded(env.from_string(source), {})
+    assert time.monotonic() - started < 2.0
+    assert isinstance(caught.value, TemplateRenderLimit | OverflowError) or (
+        "lipsum" in str(caught.value)
+    ), repr(caught.value)
+
+
+@pytest.mark.parametrize("name", ["nested-range", "string-times", "capture-doubling", "macro-fork"])
+def test_validate_refuses_a_hostile_template_quickly_with_its_file_and_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str
+) -> None:
+    """``service validate`` ends in seconds with exit 1 naming the template file and line."""
+    monkeypatch.delenv("SERVICE_CHANNELS_FILE", raising=False)
+    templates = copy_templates(tmp_path)
+    target = templates / "email" / "reminder.txt"
+    lines = target.read_text(encoding="utf-8").count("\n")
+    target.write_text(target.read_text(encoding="utf-8") + HOSTILE[name] + "\n", "utf-8")
+    started = time.monotonic()
+    result = validate(templates)
+    assert time.monotonic() - started < QUICK
+    assert result.exit_code == 1, result.output
+    assert f"{target}:{lines + 1}: reminder: TemplateRenderLimit" in result.output
+
+
+def test_validate_subprocess_with_nested_loops_ends_instead_of_hanging(tmp_path: Path) -> None:
+    """The real command line returns (exit 1) instead of spinning forever."""
+    templates = copy_templates(tmp_path)
+    target = templates / "email" / "_footer.txt"
+    target.write_text(HOSTILE["nested-range"] + "\n", encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SERVICE_")}
+    env["PYTHONPATH"] = str(ROOT)
+    cmd = [sys.executable, "-m", "service", "--schedule", str(SCHEDULE)]
+    cmd += ["--contacts", str(CONTACTS), "--templates", str(templates), "validate"]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=30, check=False)
+    assert done.returncode == 1, done.stderr
+    assert f"{target}:1:" in done.stderr
+    # One footer shared by every kind: the checks stop after twice the per-render limit.
+    assert "not checked: the time for checking ran out" in done.stderr
+
+
+def test_render_at_send_time_is_bounded_for_data_dependent_loops(tmp_path: Path) -> None:
+    """A loop sized by the message data fails that message's render, not the process."""
+    templates = copy_templates(tmp_path)
+    target = templates / "email" / "reminder.txt"
+    target.write_text(
+        "{% for i in range(items|length * 50000) %}{% for j in range(items|length * 50000) %}"
+        "{% endfor %}{% endfor %}",
+        encoding="utf-8",
+    )
+    model = load_model(SCHEDULE, CONTACTS)
+    ctx = dict(sample_contexts(model))["reminder"]
+    loaded = Templates(templates, RenderLimits(seconds=0.3))
+    started = time.monotonic()
+    with pytest.raises(TemplateRenderLimit):
+        loaded.render("reminder", "email", ctx)
+    assert time.monotonic() - started < 2.0
+
+
+def test_render_output_is_capped_in_characters() -> None:
+    """Output past max_chars is refused even when every piece is small."""
+    env = bounded(max_chars=10_000)
+    template = env.from_string("{% for i in range(2000) %}0123456789{% endfor %}")
+    with pytest.raises(TemplateRenderLimit):
+        env.render_bounded(template, {})
+    # The budget counts values built and output alike: 4,000 built + 4,000 output fit.
+    assert env.render_bounded(env.from_string("{{ 'x' * 4000 }}"), {}) == "x" * 4000
+
+
+def test_the_real_templates_render_the_same_under_the_limits() -> None:
+    """The shipped templates render identically with the bounded environment."""
+    model = load_model(SCHEDULE, CONTACTS)
+    loaded = Templates(TEMPLATES)
+    for kind, ctx in sample_contexts(model):
+        text = loaded.render(kind, "email", ctx).text
+        assert text == loaded.text_env.get_template(f"email/{kind}.txt").render(ctx)
+
+
+@pytest.fixture
+def hostile_daemon(tmp_path: Path) -> Iterator[RunningDaemon]:
+    """``service run --tick 3600`` on a copy of the templates, file outbox."""
+    today = datetime.now(SHANGHAI).date()
+    schedule = tmp_path / "schedule.yaml"
+    schedule.write_text(schedule_text(today), encoding="utf-8")
+    contacts = tmp_path / "contacts"
+    shutil.copytree(CONTACTS, contacts)
+    templates = copy_templates(tmp_path)
+    state, log_file = tmp_path / "state", tmp_path / "daemon.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SERVICE_")}
+    env.update(PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, "-m", "service", "--schedule", str(schedule)]
+    cmd += ["--contacts", str(contacts), "--templates", str(templates)]
+    cmd += ["--state-dir", str(state), "run", "--tick", "3600"]
+    with log_file.open("wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=tmp_path)
+    running = RunningDaemon(proc, schedule, contacts, state, log_file)
+    try:
+        yield running
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=SIGNAL_DEADLINE)
+
+
+def test_hot_reload_of_a_hostile_template_is_refused_and_sigterm_still_stops(
+    hostile_daemon: RunningDaemon, tmp_path: Path
+) -> None:
+    """SIGHUP with a CPU-burning template: reload refused, old config kept, SIGTERM exits 0."""
+    daemon = hostile_daemon
+    daemon.started()
+    target = tmp_path / "templates" / "email" / "_footer.txt"
+    target.write_text(HOSTILE["nested-range"] + "\n", encoding="utf-8")
+    daemon.proc.send_signal(signal.SIGHUP)
+    daemon.wait_log("reload refused")
+    assert "TemplateRenderLimit" in daemon.log()
+    assert "configuration reloaded" not in daemon.log()
+    assert daemon.proc.poll() is None
+    daemon.proc.send_signal(signal.SIGTERM)
+    assert daemon.proc.wait(timeout=SIGNAL_DEADLINE) == 0
+    assert "daemon stopped" in daemon.log()
