@@ -206,3 +206,169 @@ def test_hot_reload_of_a_hostile_template_is_refused_and_sigterm_still_stops(
     daemon.proc.send_signal(signal.SIGTERM)
     assert daemon.proc.wait(timeout=SIGNAL_DEADLINE) == 0
     assert "daemon stopped" in daemon.log()
+
+
+# --- item 7: validate promises only what sending keeps ---------------------------------------
+
+ALIYUN_SECRET_ENV = "HARDENING_TEST_ALIYUN_SECRET"
+ALL_KINDS = ("reminder", "overdue", "escalation", "notice", "digest")
+
+
+@pytest.fixture
+def contacts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A copy of the example directory to spoil, and no channels file from the environment."""
+    monkeypatch.delenv("SERVICE_CHANNELS_FILE", raising=False)
+    folder = tmp_path / "contacts"
+    shutil.copytree(CONTACTS, folder)
+    return folder
+
+
+def replace_in(path: Path, old: str, new: str) -> None:
+    text = path.read_text(encoding="utf-8")
+    assert old in text
+    path.write_text(text.replace(old, new, 1), encoding="utf-8", newline="")
+
+
+def validate_with(contacts: Path, *extra: str, schedule: Path = SCHEDULE) -> Result:
+    args = ["--schedule", str(schedule), "--contacts", str(contacts), "--templates"]
+    return CliRunner().invoke(app, [*args, str(TEMPLATES), *extra, "validate"])
+
+
+def aliyun_channels(tmp_path: Path, extra: str = "") -> Path:
+    refs = "".join(
+        f"    {kind}: {{code: SMS_{i}, params: [{', '.join(_params(kind))}]}}\n"
+        for i, kind in enumerate(ALL_KINDS)
+    )
+    path = tmp_path / "channels.yaml"
+    path.write_text(
+        "sms:\n  backend: aliyun\n  access_key_id: LTAI-test\n"
+        f"  secret_env: {ALIYUN_SECRET_ENV}\n  sign_name: 吉林省应急管理厅\n"
+        f"{extra}  templates:\n{refs}",
+        encoding="utf-8",
+    )
+    return path
+
+
+def _params(kind: str) -> list[str]:
+    return list(Templates(TEMPLATES).sms.templates[kind].params)
+
+
+def test_validate_checks_the_sms_of_every_person_not_only_the_first(contacts: Path) -> None:
+    """A 15-character name for the second person fails validate, located at its line."""
+    people = contacts / "people.csv"
+    replace_in(people, "张建国", "张" * 15)  # changchun-head, line 3
+    result = validate_with(contacts)
+    assert result.exit_code == 1, result.output
+    assert f"{people}:3: name: person changchun-head: SMS escalation: variable name" in (
+        result.output
+    )
+
+
+def test_validate_uses_the_provider_account_variable_limit(
+    contacts: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An account limit of 2 in the channels file refuses 3-character names."""
+    monkeypatch.setenv(ALIYUN_SECRET_ENV, "test-secret")
+    channels = aliyun_channels(tmp_path, "  max_param_len: 2\n")
+    result = validate_with(contacts, "--channels", str(channels))
+    assert result.exit_code == 1, result.output
+    assert "person changchun-liaison: SMS reminder: variable name is 3 characters" in (
+        result.output
+    )
+    assert "the limit is 2" in result.output
+
+
+def test_validate_accepts_the_example_with_a_provider_at_its_default_limit(
+    contacts: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The example directory fits Alibaba's default 20-character variables."""
+    monkeypatch.setenv(ALIYUN_SECRET_ENV, "test-secret")
+    result = validate_with(contacts, "--channels", str(aliyun_channels(tmp_path)))
+    assert result.exit_code == 0, result.output
+
+
+def test_validate_reports_an_unset_sms_secret_by_its_variable_name(
+    contacts: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A secret variable the channels file names but nobody set is a validate error."""
+    monkeypatch.delenv(ALIYUN_SECRET_ENV, raising=False)
+    channels = aliyun_channels(tmp_path)
+    result = validate_with(contacts, "--channels", str(channels))
+    assert result.exit_code == 1, result.output
+    assert f"{channels}:1: sms: " in result.output
+    assert ALIYUN_SECRET_ENV in result.output
+    assert "Traceback" not in result.output
+
+
+def test_validate_reports_an_unset_smtp_password_by_its_variable_name(
+    contacts: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The SMTP password variable, when unset, is named by validate."""
+    monkeypatch.delenv("HARDENING_TEST_SMTP_PASSWORD", raising=False)
+    channels = tmp_path / "channels.yaml"
+    channels.write_text(
+        "email:\n  backend: smtp\n  host: smtp.example.org\n  port: 587\n"
+        "  security: starttls\n  from_addr: noreply@example.org\n  username: robot\n"
+        "  password_env: HARDENING_TEST_SMTP_PASSWORD\n",
+        encoding="utf-8",
+    )
+    result = validate_with(contacts, "--channels", str(channels))
+    assert result.exit_code == 1, result.output
+    assert f"{channels}:1: email: " in result.output
+    assert "HARDENING_TEST_SMTP_PASSWORD" in result.output
+
+
+def test_validate_refuses_a_line_break_in_the_channels_from_name(
+    contacts: Path, tmp_path: Path
+) -> None:
+    """CR/LF in the channels file's from_name is found by validate, not at every send."""
+    channels = tmp_path / "channels.yaml"
+    channels.write_text(
+        'from_addr: noreply@example.org\nfrom_name: "报送提醒\\r\\nBcc: x@example.net"\n',
+        encoding="utf-8",
+    )
+    result = validate_with(contacts, "--channels", str(channels))
+    assert result.exit_code == 1, result.output
+    assert f"{channels}:2: from: " in result.output
+    assert "CR or LF" in result.output
+
+
+def test_validate_reads_the_channels_file_from_the_environment(
+    contacts: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SERVICE_CHANNELS_FILE is the same as --channels for validate."""
+    channels = tmp_path / "channels.yaml"
+    channels.write_text("from_addr: 'not an address'\nfrom_name: x\n", encoding="utf-8")
+    monkeypatch.setenv("SERVICE_CHANNELS_FILE", str(channels))
+    result = validate_with(contacts)
+    assert result.exit_code == 1, result.output
+    assert str(channels) in result.output
+
+
+def test_validate_refuses_a_non_ascii_mailbox(contacts: Path) -> None:
+    """An internationalised address (no SMTPUTF8 when sending) is a located error."""
+    people = contacts / "people.csv"
+    replace_in(people, "changchun-head@example.org", "张建国@例子.中国")
+    result = validate_with(contacts)
+    assert result.exit_code == 1, result.output
+    assert f"{people}:3: email: " in result.output
+    assert "ASCII" in result.output
+
+
+def test_validate_refuses_a_name_too_long_for_a_header(contacts: Path) -> None:
+    """A 1,200-character name is refused with its line."""
+    people = contacts / "people.csv"
+    replace_in(people, "李海燕", "李" * 1200)
+    result = validate_with(contacts)
+    assert result.exit_code == 1, result.output
+    assert f"{people}:2: name: " in result.output
+
+
+def test_validate_refuses_a_line_break_in_a_person_name(contacts: Path) -> None:
+    """A quoted CR/LF inside a CSV name is a located error, not a failed send."""
+    people = contacts / "people.csv"
+    replace_in(people, "张建国", '"张建\r\n国"')
+    result = validate_with(contacts)
+    assert result.exit_code == 1, result.output
+    assert f"{people}:4: name: " in result.output
+    assert "U+000D" in result.output
