@@ -62,7 +62,7 @@ class Unit:
 
     _tags = field_validator("tags", mode="before")(_split_tags)
     _parent = field_validator("parent", mode="before")(_blank_to_none)
-    _text = field_validator("*", mode="after")(_printable)
+    _text = field_validator("name", "tags", mode="after")(_printable)
 
 
 @pydantic_dataclass(frozen=True, slots=True, config=_RECORD)
@@ -76,7 +76,7 @@ class Person:
     mobile: str | None = None  # normalised to E.164
 
     _blank = field_validator("scope", "email", "mobile", mode="before")(_blank_to_none)
-    _text = field_validator("*", mode="after")(_printable)
+    _text = field_validator("name", mode="after")(_printable)
 
     @field_validator("email")
     @classmethod

@@ -372,3 +372,88 @@ def test_validate_refuses_a_line_break_in_a_person_name(contacts: Path) -> None:
     assert result.exit_code == 1, result.output
     assert f"{people}:4: name: " in result.output
     assert "U+000D" in result.output
+
+
+# --- item 3 (validation): control characters are located errors ------------------------------
+
+
+@pytest.mark.parametrize(
+    ("char", "code"),
+    [("\x00", "U+0000"), ("\x0b", "U+000B"), ("\x7f", "U+007F"), ("\u202e", "U+202E")],
+    ids=["nul", "vertical-tab", "del", "bidi-override"],
+)
+def test_control_character_in_a_unit_name_is_located(contacts: Path, char: str, code: str) -> None:
+    """NUL, VT, DEL or a bidi override in a unit name: file, line and field are named."""
+    units = contacts / "units.csv"
+    replace_in(units, "长春市安委会办公室", f"长春市{char}安委会办公室")  # line 3
+    result = validate_with(contacts)
+    assert result.exit_code == 1, result.output
+    assert f"{units}:3: name: " in result.output
+    assert code in result.output
+
+
+@pytest.mark.parametrize("char", ["\x00", "\u2028", "\x1b"], ids=["nul", "u2028", "escape"])
+def test_control_character_in_a_schedule_title_is_located(
+    contacts: Path, tmp_path: Path, char: str
+) -> None:
+    """A control character in an obligation title is refused at its line and field."""
+    text = SCHEDULE.read_text(encoding="utf-8")
+    old = "title: 报送“安全生产月”活动联络员反馈表"
+    assert old in text
+    line = text[: text.index(old)].count("\n") + 1
+    escaped = char.encode("unicode_escape").decode("ascii")
+    schedule = tmp_path / "schedule.yaml"
+    schedule.write_text(text.replace(old, f'title: "报送{escaped}活动联络员反馈表"'), "utf-8")
+    result = validate_with(contacts, schedule=schedule)
+    assert result.exit_code == 1, result.output
+    assert f"{schedule}:{line}: obligations[0].title: " in result.output
+
+
+def test_line_breaks_stay_allowed_where_a_field_spans_lines(tmp_path: Path) -> None:
+    """how_to_submit may hold LF and tab (a multi-line instruction in the e-mail body)."""
+    text = SCHEDULE.read_text(encoding="utf-8")
+    old = "how_to_submit: 填写附件1后发送至省安委会办公室邮箱 L18644975330@163.com\n"
+    assert old in text
+    schedule = tmp_path / "schedule.yaml"
+    new = 'how_to_submit: "第一步\\n\\t第二步：填写附件1后发送"\n'
+    schedule.write_text(text.replace(old, new), "utf-8")
+    model = load_model(schedule, CONTACTS)
+    assert model.schedule.obligations[0].how_to_submit == "第一步\n\t第二步：填写附件1后发送"
+
+
+# --- item 11 (validate side): plaintext credentials ------------------------------------------
+
+
+def _registry_refuses_plaintext() -> bool:
+    from service.channels.registry import SmtpConfig
+
+    return "allow_plaintext" in SmtpConfig.model_fields
+
+
+@pytest.mark.skipif(
+    not _registry_refuses_plaintext(),
+    reason="the plaintext rule itself lives in the registry's parser (branch h-store)",
+)
+@pytest.mark.parametrize(
+    "channels_yaml",
+    [
+        "email:\n  backend: smtp\n  host: smtp.example.org\n  port: 25\n  security: none\n"
+        "  from_addr: noreply@example.org\n  username: robot\n"
+        "  password_env: HARDENING_TEST_SMTP_PASSWORD\n",
+        "sms:\n  backend: aliyun\n  access_key_id: LTAI-test\n"
+        f"  secret_env: {ALIYUN_SECRET_ENV}\n  sign_name: 吉林省应急管理厅\n"
+        "  endpoint: http://sms.example.org/\n  templates: {}\n",
+    ],
+    ids=["smtp-none-with-password", "http-sms-endpoint"],
+)
+def test_validate_refuses_plaintext_credentials(
+    contacts: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, channels_yaml: str
+) -> None:
+    """validate reports the registry's refusal of plaintext credentials with the file."""
+    monkeypatch.setenv("HARDENING_TEST_SMTP_PASSWORD", "pw")
+    monkeypatch.setenv(ALIYUN_SECRET_ENV, "secret")
+    channels = tmp_path / "channels.yaml"
+    channels.write_text(channels_yaml, encoding="utf-8")
+    result = validate_with(contacts, "--channels", str(channels))
+    assert result.exit_code == 1, result.output
+    assert f"{channels}:" in result.output
