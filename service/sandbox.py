@@ -56,21 +56,36 @@ class RenderLimits:
     max_chars: int = DEFAULT_MAX_CHARS
 
 
-class _Meter:
-    __slots__ = ("deadline", "left", "limits")
+def cpu_clock() -> float:
+    """The clock render deadlines are on: this thread's CPU time. A render starved of CPU
+    by other processes is not failed for it; one that burns CPU is."""
+    return time.thread_time()
 
-    def __init__(self, limits: RenderLimits, deadline: float | None = None) -> None:
+
+class _Meter:
+    """The budget of one render. ``deadline`` is a cheap wall-clock checkpoint: only when
+    it passes is the (slower) CPU clock read, and the checkpoint moved on by the CPU time
+    still left — under CPU contention wall time runs ahead of the render's own time."""
+
+    __slots__ = ("cpu_deadline", "deadline", "left", "limits")
+
+    def __init__(self, limits: RenderLimits, cpu_deadline: float | None = None) -> None:
         self.limits = limits
-        own = time.monotonic() + limits.seconds
-        self.deadline = own if deadline is None else min(own, deadline)
+        now = cpu_clock()
+        own = now + limits.seconds
+        self.cpu_deadline = own if cpu_deadline is None else min(own, cpu_deadline)
+        self.deadline = time.monotonic() + (self.cpu_deadline - now)
         self.left = limits.max_chars
 
     def tick(self) -> None:
         if time.monotonic() > self.deadline:
-            raise TemplateRenderLimit(
-                f"模板渲染超过时间上限 {self.limits.seconds:g} 秒 / "
-                f"render exceeded {self.limits.seconds:g} s"
-            )
+            left = self.cpu_deadline - cpu_clock()
+            if left < 0:
+                raise TemplateRenderLimit(
+                    f"模板渲染超过时间上限 {self.limits.seconds:g} 秒 / "
+                    f"render exceeded {self.limits.seconds:g} s of CPU time"
+                )
+            self.deadline = time.monotonic() + left
 
     def need(self, chars: int) -> None:
         """Refuse a value of ``chars`` characters before or after it is built."""
@@ -182,8 +197,18 @@ def _str_method_bound(obj: Any, name: str, args: tuple[Any, ...]) -> int | None:
     return None
 
 
+# Filters implemented in Python (regular expressions, textwrap, pprint) that run for
+# seconds to minutes on a few megabytes (wordwrap is quadratic in a long word): their
+# input is limited to what a message can reasonably hold.
+SLOW_FILTERS = frozenset(
+    {"wordwrap", "urlize", "title", "striptags", "wordcount", "pprint", "xmlattr", "truncate"}
+)
+SLOW_FILTER_INPUT = 50_000
+
+
 def _guard_filter(env: BoundedEnvironment, name: str, func: Callable[..., Any]) -> Any:
     offset = 0 if _PassArg.from_obj(func) is None else 1
+    slow = name in SLOW_FILTERS
 
     @functools.wraps(func)
     def guarded(*args: Any, **kwargs: Any) -> Any:
@@ -193,6 +218,11 @@ def _guard_filter(env: BoundedEnvironment, name: str, func: Callable[..., Any]) 
         _check_int_args([*args[offset + 1 :], *kwargs.values()], limit)
         value = args[offset] if len(args) > offset else None
         rest = args[offset + 1 :]
+        if slow and _size(value, SLOW_FILTER_INPUT) > SLOW_FILTER_INPUT:
+            raise TemplateRenderLimit(
+                f"过滤器 {name} 的输入超过 {SLOW_FILTER_INPUT} 字符 / "
+                f"the {name} filter takes at most {SLOW_FILTER_INPUT} characters"
+            )
         bound = None
         if name == "join" and value is not None and not isinstance(value, str):
             value = list(value)
@@ -290,6 +320,7 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
 
     @contextmanager
     def metered(self, deadline: float | None = None) -> Iterator[_Meter]:
+        """Renders inside count against one budget; ``deadline`` is on :func:`cpu_clock`."""
         meter = _Meter(self.limits, deadline)
         token = _METER.set(meter)
         try:

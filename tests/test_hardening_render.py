@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from datetime import datetime
@@ -60,6 +61,8 @@ HOSTILE = {
     "macro-fork": "{% macro f(n) %}{% if n %}{{ f(n - 1) }}{{ f(n - 1) }}{% endif %}"
     "{% endmacro %}{{ f(60) }}",
     "shared-lists": "{% set l = [1] %}" + "{% set l = [l, l] %}" * 45 + "{{ l }}",
+    "wordwrap-long-word": "{{ ('x' * 1900000)|wordwrap(1) }}",
+    "urlize-large": "{{ ('a.b ' * 900000)|urlize }}",
 }
 
 
@@ -143,6 +146,14 @@ def test_render_at_send_time_is_bounded_for_data_dependent_loops(tmp_path: Path)
     with pytest.raises(TemplateRenderLimit):
         loaded.render("reminder", "email", ctx)
     assert time.monotonic() - started < 2.0
+
+
+def test_render_time_is_cpu_time_not_waiting_time() -> None:
+    """A render blocked without burning CPU (a starved process) is not failed for it."""
+    env = bounded(seconds=0.2)
+    blocked = threading.Event()
+    template = env.from_string("{{ wait(0.6) }}{% for i in range(10) %}{{ i }}{% endfor %}")
+    assert env.render_bounded(template, {"wait": blocked.wait}).endswith("0123456789")
 
 
 def test_render_output_is_capped_in_characters() -> None:
