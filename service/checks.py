@@ -36,9 +36,11 @@ from .directory import Person, locate_people
 from .errors import ConfigError, Problem
 from .messages import sample_contexts
 from .model import CampaignModel
+from .sandbox import cpu_clock
 from .sources import line_of, load_yaml
 from .templates import Templates, sms_length
 
+PEOPLE_CHECK_RENDERS = 10  # CPU budget of the per-person check, in render time limits
 MAX_PERSON_PROBLEMS = 50  # then one line with the count: a bad column would list them all
 _NAME = ("\ue000", "\ue001\ue001\ue001")  # stand-ins (private use): never in real names
 _UNIT = ("\ue002", "\ue003\ue003\ue003\ue003\ue003")
@@ -149,6 +151,8 @@ def check_people_sms(
         return []
     failures: dict[str, str] = {}  # person id -> first problem
     problems: list[Problem] = []
+    # Real renders per person (a template that transforms names) stay within this much CPU.
+    deadline = cpu_clock() + PEOPLE_CHECK_RENDERS * templates.limits.seconds
     units = model.directory.units
     for kind, ctx in sample_contexts(model):
         if kind not in templates.sms.templates or (
@@ -168,9 +172,21 @@ def check_people_sms(
         role = RECIPIENT_ROLE[kind]
         people = [p for p in model.directory.people if p.mobile and p.role == role]
         limits = provider.get(kind)
-        for person, params in _params_per_person(templates, kind, ctx, people, units):
-            if person.id not in failures and (msg := _sms_problem(templates, kind, params, limits)):
-                failures[person.id] = f"SMS {kind}: {msg}"
+        try:
+            for person, params in _params_per_person(templates, kind, ctx, people, units, deadline):
+                if person.id not in failures and (
+                    msg := _sms_problem(templates, kind, params, limits)
+                ):
+                    failures[person.id] = f"SMS {kind}: {msg}"
+        except Exception as exc:  # a render refused for some name, or the time ran out
+            problems.append(
+                Problem(
+                    str(templates.folder / "sms.yaml"),
+                    None,
+                    f"templates.{kind}.params",
+                    f"not every person checked: {type(exc).__name__}: {exc}",
+                )
+            )
     if not failures:
         return problems
     path, lines = locate_people(contacts, failures.keys())
@@ -196,12 +212,13 @@ def _params_per_person(
     ctx: dict[str, Any],
     people: Iterable[Person],
     units: Mapping[str, Any],
+    deadline: float,
 ) -> Iterator[tuple[Person, dict[str, str]]]:
     def render(name: str, unit_name: str) -> dict[str, str]:
         trial = {**ctx, "recipient": {**ctx["recipient"], "name": name}}
         if "unit" in ctx:
             trial["unit"] = {**ctx["unit"], "name": unit_name}
-        return templates.render(kind, "sms", trial).sms_params or {}
+        return templates.render(kind, "sms", trial, deadline).sms_params or {}
 
     first, second = render(_NAME[0], _UNIT[0]), render(_NAME[1], _UNIT[1])
     plain = {k: v.replace(_NAME[0], "\0n").replace(_UNIT[0], "\0u") for k, v in first.items()}

@@ -275,6 +275,26 @@ def test_validate_checks_the_sms_of_every_person_not_only_the_first(contacts: Pa
     )
 
 
+def test_validate_checks_every_person_when_the_template_transforms_the_name(
+    contacts: Path, tmp_path: Path
+) -> None:
+    """A variable computed from the name (not just copying it) is rendered per person."""
+    people = contacts / "people.csv"
+    replace_in(people, "刘丽华", "刘" * 11)  # jilin-city-liaison, line 4: 11 + "11" > 12
+    templates = copy_templates(tmp_path)
+    replace_in(
+        templates / "sms.yaml",
+        'name: "{{ recipient.name }}"',
+        'name: "{{ recipient.name }}{{ recipient.name|length }}"',
+    )
+    args = ["--schedule", str(SCHEDULE), "--contacts", str(contacts)]
+    result = CliRunner().invoke(app, [*args, "--templates", str(templates), "validate"])
+    assert result.exit_code == 1, result.output
+    assert f"{people}:4: name: person jilin-city-liaison: SMS reminder: variable name is 13" in (
+        result.output
+    )
+
+
 def test_validate_uses_the_provider_account_variable_limit(
     contacts: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
