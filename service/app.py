@@ -45,7 +45,7 @@ class App:
     def reload(self) -> Runtime:
         """Re-read schedule, directory and templates; on error the old ones stay."""
         s = self.settings
-        runtime = Runtime.load(s.schedule, s.contacts, s.templates)
+        runtime = Runtime.load(s.schedule, s.contacts, s.templates, s.render_limits)
         self.runtime = runtime
         self.reconciler.swap(runtime)
         return runtime
@@ -63,7 +63,9 @@ async def open_app(
     lease_clock: Clock | None = None,
 ) -> AsyncIterator[App]:
     """Wire one process. Leases follow ``lease_clock``: the wall clock unless given."""
-    runtime = Runtime.load(settings.schedule, settings.contacts, settings.templates)
+    runtime = Runtime.load(
+        settings.schedule, settings.contacts, settings.templates, settings.render_limits
+    )
     owned = channels is None
     if channels is None:
         cfg = load_channels_config(settings.channels_file)

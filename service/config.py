@@ -8,6 +8,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .dispatcher import RetryPolicy
+from .sandbox import DEFAULT_MAX_CHARS, DEFAULT_SECONDS, RenderLimits
 from .store.db import default_url
 
 
@@ -26,6 +27,13 @@ class Settings(BaseSettings):
     # how many a killed process can send twice (README, invariant 3).
     dispatch_concurrency: int = Field(default=RetryPolicy.concurrency, ge=1, le=64)
     dispatch_unrecorded: int = Field(default=RetryPolicy.unrecorded, ge=1, le=10_000)
+    # Each template render (validation, reload, send): wall seconds and characters built.
+    render_timeout: float = Field(default=DEFAULT_SECONDS, gt=0, le=60)
+    render_max_chars: int = Field(default=DEFAULT_MAX_CHARS, ge=10_000, le=100_000_000)
+
+    @property
+    def render_limits(self) -> RenderLimits:
+        return RenderLimits(self.render_timeout, self.render_max_chars)
 
     @property
     def db_url(self) -> str:

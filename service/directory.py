@@ -14,7 +14,14 @@ from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from .errors import ConfigError, Problem
 from .schedule import Selector
-from .sources import iter_csv, line_of, load_yaml, problems_from_validation, to_plain
+from .sources import (
+    iter_csv,
+    line_of,
+    load_yaml,
+    problems_from_validation,
+    refuse_control,
+    to_plain,
+)
 
 Role = Literal["liaison", "head", "supervisor"]
 UNIT_KINDS = ("province", "region", "county", "department", "enterprise", "office")
@@ -35,22 +42,33 @@ def _blank_to_none(value: Any) -> Any:
 _RECORD = ConfigDict(extra="forbid")
 
 
+# Names reach e-mail headers, SMS variables and spreadsheets: one line, no control
+# characters (sources.refuse_control), and a length no header or SMS can choke on.
+MAX_UNIT_NAME = 200
+MAX_PERSON_NAME = 100
+
+
+def _printable(value: Any) -> Any:
+    return refuse_control(value)
+
+
 @pydantic_dataclass(frozen=True, slots=True, config=_RECORD)
 class Unit:
     id: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
-    name: Annotated[str, Field(min_length=1)]
+    name: Annotated[str, Field(min_length=1, max_length=MAX_UNIT_NAME)]
     kind: Literal["province", "region", "county", "department", "enterprise", "office"]
     parent: str | None = None
     tags: tuple[str, ...] = ()
 
     _tags = field_validator("tags", mode="before")(_split_tags)
     _parent = field_validator("parent", mode="before")(_blank_to_none)
+    _text = field_validator("name", "tags", mode="after")(_printable)
 
 
 @pydantic_dataclass(frozen=True, slots=True, config=_RECORD)
 class Person:
     id: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")]
-    name: Annotated[str, Field(min_length=1)]
+    name: Annotated[str, Field(min_length=1, max_length=MAX_PERSON_NAME)]
     unit: str
     role: Role
     scope: str | None = None  # supervisors: the unit whose subtree they oversee
@@ -58,6 +76,7 @@ class Person:
     mobile: str | None = None  # normalised to E.164
 
     _blank = field_validator("scope", "email", "mobile", mode="before")(_blank_to_none)
+    _text = field_validator("name", mode="after")(_printable)
 
     @field_validator("email")
     @classmethod
@@ -68,6 +87,12 @@ class Person:
             normalized: str = validate_email(value, check_deliverability=False).normalized
         except EmailNotValidError as exc:
             raise ValueError(f"invalid email address: {exc}") from None
+        if not normalized.isascii():
+            # The mail writer cannot send to it (no SMTPUTF8): every message would fail.
+            raise ValueError(
+                "email address must be ASCII (internationalised addresses cannot be sent; "
+                "use the punycode domain, e.g. xn--…)"
+            )
         # Keep the file's string when it is already normal: one object, not two.
         return value if normalized == value else normalized
 
@@ -237,6 +262,21 @@ def load_directory(folder: Path) -> Directory:
     if problems:
         raise ConfigError(problems)
     return Directory(units=units, people=[p for _, p in people_rows])
+
+
+def locate_people(folder: Path, ids: Iterable[str]) -> tuple[Path, dict[str, int]]:
+    """The people file and the line of each of ``ids`` (read again: only on an error path,
+    so the loaded directory keeps no line numbers)."""
+    path = _find(folder, "people")
+    wanted = set(ids)
+    doc, locate, records = _records(path)
+    lines: dict[str, int] = {}
+    for where, record in records:
+        if isinstance(record, dict) and record.get("id") in wanted:
+            line = locate(where, "name")
+            if line is not None:
+                lines[str(record["id"])] = line
+    return path, lines
 
 
 def _cyclic(units: dict[str, Unit]) -> set[str]:

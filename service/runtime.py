@@ -11,6 +11,7 @@ from .directory import Person
 from .model import CampaignModel, load_model
 from .occurrences import Occurrence
 from .planner import Planner
+from .sandbox import RenderLimits
 from .status import Counts
 from .steps import Timeline
 from .templates import Templates, check_templates
@@ -38,10 +39,12 @@ class Runtime:
             )
 
     @classmethod
-    def load(cls, schedule: Path, contacts: Path, templates: Path) -> Runtime:
+    def load(
+        cls, schedule: Path, contacts: Path, templates: Path, limits: RenderLimits | None = None
+    ) -> Runtime:
         """Load and check everything; raises ConfigError and changes nothing on bad input."""
         model = load_model(schedule, contacts)
-        return cls(model, check_templates(model, templates))
+        return cls(model, check_templates(model, templates, limits))
 
     def person(self, person_id: str) -> Person | None:
         return self._people.get(person_id)

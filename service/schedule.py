@@ -14,12 +14,13 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
 from .errors import ConfigError, Problem
-from .sources import line_of, load_yaml, problems_from_validation, to_plain
+from .sources import line_of, load_yaml, problems_from_validation, refuse_control, to_plain
 from .workdays import HolidayPolicy, WorkdayCalendar
 
 Slug = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")]
@@ -40,11 +41,19 @@ def _local_time(value: Any) -> Any:
 
 
 LocalTime = Annotated[time, BeforeValidator(_local_time)]
+MULTILINE_FIELDS = frozenset({"how_to_submit", "form"})
 _YEAR_MONTH = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_control_characters(cls, value: Any, info: ValidationInfo) -> Any:
+        # Text reaches headers, SMS, spreadsheets and the database: no control characters;
+        # line breaks only where a field may span lines (how to submit, form).
+        return refuse_control(value, multiline=info.field_name in MULTILINE_FIELDS)
 
 
 class SendingWindow(Strict):

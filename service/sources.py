@@ -7,6 +7,7 @@ ruamel.yaml node positions (YAML) or the row numbers (CSV) next to the plain dat
 from __future__ import annotations
 
 import csv
+import re
 import sys
 import warnings
 from collections.abc import Iterator, Sequence
@@ -23,6 +24,32 @@ from .errors import ConfigError, Problem
 
 MAX_YAML_BYTES = 5 * 1024 * 1024  # schedules and templates are hand-written
 MAX_CSV_BYTES = 512 * 1024 * 1024  # a national directory is ~30 MB
+
+
+# Characters no input text may hold (issue 8.3): C0 controls, DEL and C1 controls break
+# headers, spreadsheets (XML) and PostgreSQL (NUL); U+2028/2029 are line breaks to
+# JavaScript and some mail clients; bidi overrides/isolates make text display other than
+# it reads. Multi-line fields may keep LF and tab.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_CONTROL_MULTILINE = re.compile(
+    "[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]"
+)
+
+
+def refuse_control(value: Any, multiline: bool = False) -> Any:
+    """``value`` unchanged, or ValueError naming the first control character in it (also
+    inside lists/tuples of strings)."""
+    if isinstance(value, list | tuple):
+        for item in value:
+            refuse_control(item, multiline)
+    elif isinstance(value, str) and (
+        m := (_CONTROL_MULTILINE if multiline else _CONTROL).search(value)
+    ):
+        raise ValueError(
+            f"control character U+{ord(m.group()):04X} at position {m.start() + 1}: "
+            "not allowed in text (含有不可见的控制字符)"
+        )
+    return value
 
 
 def read_text(path: Path, limit: int = MAX_YAML_BYTES) -> str:

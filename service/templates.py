@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from jinja2 import FileSystemLoader, StrictUndefined, Template
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import ConfigError, Problem
+from .sandbox import BoundedEnvironment, RenderLimits, cpu_clock
 from .sources import load_yaml, problems_from_validation, to_plain
 
 KINDS = ("reminder", "overdue", "escalation", "notice", "digest")
@@ -57,8 +57,9 @@ def sms_segments(text: str, signature: str) -> int:
 class Templates:
     """All templates of one folder, compiled once."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, limits: RenderLimits | None = None) -> None:
         self.folder = folder
+        self.limits = limits or RenderLimits()
         for path in folder.rglob("*"):
             if path.is_file() and path.stat().st_size > MAX_TEMPLATE_BYTES:
                 raise ConfigError([Problem(str(path), None, "", "template larger than 64 KB")])
@@ -71,8 +72,9 @@ class Templates:
             # A reload builds a new Templates (SIGHUP); never stat the files per render.
             "auto_reload": False,
         }
-        self.text_env = ImmutableSandboxedEnvironment(autoescape=False, **common)
-        self.html_env = ImmutableSandboxedEnvironment(autoescape=True, **common)
+        # Bounded: a template may loop or build text only within self.limits (sandbox.py).
+        self.text_env = BoundedEnvironment(autoescape=False, limits=self.limits, **common)
+        self.html_env = BoundedEnvironment(autoescape=True, limits=self.limits, **common)
         sms_path = folder / "sms.yaml"
         doc = load_yaml(sms_path)
         try:
@@ -85,9 +87,17 @@ class Templates:
             for kind, spec in self.sms.templates.items()
         }
 
-    def render(self, kind: str, channel: str, ctx: dict[str, Any]) -> Rendered:
+    def render(
+        self, kind: str, channel: str, ctx: dict[str, Any], deadline: float | None = None
+    ) -> Rendered:
+        """Render one message; each template render is bounded (TemplateRenderLimit), and all
+        of them by ``deadline`` (on sandbox.cpu_clock) when given."""
+        text_env, html_env = self.text_env, self.html_env
         if channel == "sms":
-            params = {name: tpl.render(ctx).strip() for name, tpl in self._sms_params[kind].items()}
+            params = {
+                name: text_env.render_bounded(tpl, ctx, deadline).strip()
+                for name, tpl in self._sms_params[kind].items()
+            }
             text = _VAR.sub(lambda m: params[m.group(1)], self.sms.templates[kind].text)
             return Rendered(subject=f"SMS:{kind}", text=text, sms_params=params)
         templates = self._email.get(kind)
@@ -99,9 +109,9 @@ class Templates:
             )
         subject_t, text_t, html_t = templates
         return Rendered(
-            subject=" ".join(subject_t.render(ctx).split()),
-            text=text_t.render(ctx),
-            html=html_t.render(ctx),
+            subject=" ".join(text_env.render_bounded(subject_t, ctx, deadline).split()),
+            text=text_env.render_bounded(text_t, ctx, deadline),
+            html=html_env.render_bounded(html_t, ctx, deadline),
         )
 
     def check_sms(self, kind: str, rendered: Rendered, where: str) -> list[Problem]:
@@ -145,11 +155,16 @@ def _template_location(exc: BaseException, folder: Path) -> tuple[str | None, in
     return name, line
 
 
-def check_templates(model: Any, folder: Path) -> Templates:
-    """Render every kind on every channel against sample data; report all problems."""
+def check_templates(model: Any, folder: Path, limits: RenderLimits | None = None) -> Templates:
+    """Render every kind on every channel against sample data; report all problems.
+
+    Each render is bounded by ``limits``, and all of them together by twice its time: a
+    hostile template delays a reload by seconds at most (the daemon's loop waits on it).
+    """
     from .messages import sample_contexts  # local: messages imports this module
 
-    templates = Templates(folder)
+    templates = Templates(folder, limits)
+    deadline = cpu_clock() + 2 * templates.limits.seconds
     problems: list[Problem] = []
     missing = [k for k in KINDS if k not in templates.sms.templates]
     problems += [
@@ -160,8 +175,13 @@ def check_templates(model: Any, folder: Path) -> Templates:
             if channel == "sms" and kind in missing:
                 continue
             where = str(folder / ("sms.yaml" if channel == "sms" else f"email/{kind}.*"))
+            if cpu_clock() > deadline:
+                problems.append(
+                    Problem(where, None, kind, "not checked: the time for checking ran out")
+                )
+                continue
             try:
-                rendered = templates.render(kind, channel, ctx)
+                rendered = templates.render(kind, channel, ctx, deadline)
             except Exception as exc:  # sandbox refusals, undefined names, OverflowError…
                 name, line = _template_location(exc, folder)
                 problems.append(Problem(name or where, line, kind, f"{type(exc).__name__}: {exc}"))

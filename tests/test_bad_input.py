@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import re
 import shutil
 import sqlite3
@@ -816,3 +817,150 @@ def test_tagged_flow_sequence_in_a_list_is_located(
         parse_schedule(path)
     problem = caught.value.problems[0]
     assert problem.file == str(path) and problem.line is not None
+
+
+# --- 6. formula characters, control characters and NUL in every text field -------------------
+# Issue 8 "done when": each text field of the directory, the schedule and the submissions
+# gets a leading formula character and/or a control character. Either a located problem
+# (and, loaders being pure, nothing changed), or the text is accepted and then every
+# spreadsheet the service writes from it (the digest CSV and XLSX) is neutralised.
+
+FORMULA_LEADS = ["", "=", "+", "-", "@", "\t", "\r", "＝", '=HYPERLINK("http://x")&']
+CONTROLS = [
+    "", "\x00", "\x01", "\x07", "\x0b", "\x0c", "\x1b", "\x1f", "\x7f", "\x85", "\x9f",
+    "\r", "\n", "\t", "\u2028", "\u2029", "\u202e", "\u2066",
+]  # fmt: skip
+HOSTILE_TEXT = st.builds(
+    lambda lead, body, control, at: lead + body[:at] + control + body[at:],
+    st.sampled_from(FORMULA_LEADS),
+    st.sampled_from(["吉林", "changchun", "SUM(A1:A9)", "cmd|' /C calc'!A0", "1+1", ""]),
+    st.sampled_from(CONTROLS),
+    st.integers(0, 12),
+)
+FORBIDDEN = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+SCHEDULE_TEXT_FIELDS = re.compile(
+    r"(?m)^\s*(?:- )?(name|title|short_title|how_to_submit|form|office|people|phone|email"
+    r"|address): (.+)$"
+)
+SCHEDULE_TEXT_SPANS = [m.span(2) for m in SCHEDULE_TEXT_FIELDS.finditer(SCHEDULE_TEXT)]
+
+
+def assert_spreadsheets_neutralised(model: CampaignModel) -> None:
+    """Digest CSV and XLSX of every unit: no live formula, no control character."""
+    import openpyxl
+
+    from service.messages import digest_csv, digest_rows, digest_xlsx
+    from service.sheets import FORMULA_TRIGGERS
+
+    subs = model.submittable()
+    entries = [(u, o.key) for o in subs[:2] for u in model.owers[o.obligation]]
+    rows = digest_rows(model, entries, {}, subs[0].due_at)
+    assert rows
+    for row in csv.reader(io.StringIO(digest_csv(rows).decode("utf-8-sig"))):
+        for cell in row:
+            assert not cell or cell[0] not in FORMULA_TRIGGERS, cell
+    book = openpyxl.load_workbook(io.BytesIO(digest_xlsx(rows)))
+    for sheet in book.worksheets:
+        for line in sheet.iter_rows():
+            for cell in line:
+                assert cell.data_type != "f", cell.value
+                if isinstance(cell.value, str):
+                    assert cell.value[:1] not in FORMULA_TRIGGERS, cell.value
+                    assert not FORBIDDEN.search(cell.value), cell.value
+
+
+def _directory_with(stem: str, row: int, column: str, value: str, folder: Path) -> dict[str, int]:
+    lines: dict[str, int] = {}
+    for name, original in (("units", UNITS_CSV), ("people", PEOPLE_CSV)):
+        rows = list(csv.reader(io.StringIO(original)))
+        if name == stem:
+            target = rows[1 + row % (len(rows) - 1)]
+            target[rows[0].index(column)] = value
+        path = folder / f"{name}.csv"
+        lines[str(path)] = physical_lines(write_csv(path, rows, crlf=False, bom=False))
+    return lines
+
+
+@LARGE_REPR_OK
+@FUZZ
+@given(
+    field=st.sampled_from(
+        [("units", c) for c in ("id", "name", "kind", "parent", "tags")]
+        + [("people", c) for c in ("id", "name", "unit", "role", "scope", "email", "mobile")]
+    ),
+    row=st.integers(0, 10**6),
+    value=HOSTILE_TEXT,
+)
+def test_hostile_text_in_the_directory_is_located_or_neutralised(
+    model: CampaignModel, field: tuple[str, str], row: int, value: str
+) -> None:
+    """A formula lead or control character in any directory cell: located, or harmless."""
+    from service.model import build_model
+
+    stem, column = field
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        lines = _directory_with(stem, row, column, value, folder)
+        try:
+            directory = load_directory(folder)
+        except ConfigError as exc:
+            assert_located(exc.problems, lines)
+            assert any(p.field for p in exc.problems), exc.problems
+            return
+    for unit in directory.units.values():
+        assert not FORBIDDEN.search(unit.name) and "\n" not in unit.name, unit
+    for person in directory.people:
+        assert not FORBIDDEN.search(person.name) and "\n" not in person.name, person
+    try:
+        accepted = build_model(model.schedule, directory)
+    except ConfigError as exc:  # e.g. a renamed unit an obligation selects by id
+        assert exc.problems
+        return
+    assert_spreadsheets_neutralised(accepted)
+
+
+@LARGE_REPR_OK
+@FUZZ
+@given(span=st.sampled_from(SCHEDULE_TEXT_SPANS), value=HOSTILE_TEXT)
+def test_hostile_text_in_the_schedule_is_located_or_neutralised(
+    write_schedule: Callable[[str], Path], model: CampaignModel, span: tuple[int, int],
+    value: str,
+) -> None:  # fmt: skip
+    """A formula lead or control character in any schedule text: located, or harmless."""
+    from service.model import build_model
+
+    start, end = span
+    quoted = json.dumps(value, ensure_ascii=True)  # a YAML double-quoted scalar
+    text = SCHEDULE_TEXT[:start] + quoted + SCHEDULE_TEXT[end:]
+    path = write_schedule(text)
+    try:
+        schedule = parse_schedule(path)
+    except ConfigError as exc:
+        assert_located(exc.problems, {str(path): physical_lines(text)})
+        assert all(p.line is not None for p in exc.problems), exc.problems
+        return
+    for ob in schedule.obligations:
+        assert not FORBIDDEN.search(ob.title) and "\n" not in ob.title, ob.title
+    assert_spreadsheets_neutralised(build_model(schedule, model.directory))
+
+
+@LARGE_REPR_OK
+@FUZZ
+@given(column=st.sampled_from(SUBMISSION_COLUMNS), value=HOSTILE_TEXT)
+def test_hostile_text_in_submissions_is_located(
+    model: CampaignModel, column: str, value: str
+) -> None:
+    """A formula lead or control character in any submissions cell is a located problem."""
+    good = ["yanji", "weekly-progress", "2023-W25", "1", "2023-06-20T10:00"]
+    bad = list(good)
+    bad[SUBMISSION_COLUMNS.index(column)] = value
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "subs.csv"
+        text = write_submissions(path, [good, bad])
+        try:
+            subs = load_submissions_csv(path, model)
+        except ConfigError as exc:
+            assert_located(exc.problems, {str(path): physical_lines(text)})
+            assert all(p.line is not None and p.field for p in exc.problems), exc.problems
+        else:  # only a harmless edit survives (e.g. an empty count or time)
+            assert all(FORBIDDEN.search(s.unit) is None for s in subs)

@@ -103,6 +103,9 @@ class SignedSmsConfig(_Strict):
     secret_env: str
     sign_name: str
     templates: dict[str, TemplateRef]
+    # The account's variable length limit when lower than the provider's default
+    # (Alibaba 20, Tencent 6); `validate` checks every person's SMS against it.
+    max_param_len: int | None = Field(default=None, ge=1, le=100)
     endpoint: str | None = None
     region: str | None = None
     sms_sdk_app_id: str | None = None  # tencent only
@@ -204,6 +207,7 @@ def build_channels(
             k: SmsTemplate(t.code, tuple(t.params), t.max_param_len)
             for k, t in sms.templates.items()
         }
+        account = {"default_max_param_len": sms.max_param_len} if sms.max_param_len else {}
         if sms.backend == "aliyun":
             from .sms_aliyun import AliyunSms
 
@@ -216,6 +220,7 @@ def build_channels(
                     timeout=sms.timeout,
                     endpoint=sms.endpoint or AliyunSettings.endpoint,
                     region_id=sms.region or AliyunSettings.region_id,
+                    **account,
                 )
             )
         else:
@@ -231,6 +236,7 @@ def build_channels(
                     sms_sdk_app_id=sms.sms_sdk_app_id or "",
                     endpoint=sms.endpoint or TencentSettings.endpoint,
                     region=sms.region or TencentSettings.region,
+                    **account,
                 )
             )
     return channels

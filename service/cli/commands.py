@@ -152,7 +152,12 @@ def validate(ctx: typer.Context) -> None:
         model = state.model()
         from ..templates import check_templates
 
-        check_templates(model, state.settings.templates)
+        s = state.settings
+        templates = check_templates(model, s.templates, s.render_limits)
+        from ..checks import check_send_time
+
+        # What would fail only when sent: the channels file, every person's SMS.
+        await check_send_time(model, templates, s.contacts, s.channels_file, s.state_dir)
         for warning in model.warnings():
             typer.echo(f"警告 / warning: {warning}", err=True)
         n_sub = len(model.submittable())
