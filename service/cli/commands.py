@@ -15,56 +15,40 @@ from pydantic import ValidationError
 
 from ..clock import RealClock
 from ..config import Settings
-from .common import Context, fail, run_async
+from .common import Context, database_label, fail, run_async, say
+from .i18n import env_lang, help_text, set_lang, t
 
 app = typer.Typer(
-    help="Campaign calendar, submissions ledger and reminders.",
+    help=help_text("app.help"),
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # help texts are plain text: "[env …]" must not vanish as markup
 )
+_SCHEMES = ("postgresql", "postgres", "sqlite")
 
 
 @app.callback()
 def main_options(
     ctx: typer.Context,
-    schedule: Annotated[
-        Path | None, typer.Option(help="Schedule YAML [env SERVICE_SCHEDULE].")
-    ] = None,
-    contacts: Annotated[
-        Path | None, typer.Option(help="Directory folder [env SERVICE_CONTACTS].")
-    ] = None,
-    templates: Annotated[
-        Path | None, typer.Option(help="Templates folder [env SERVICE_TEMPLATES].")
-    ] = None,
-    channels: Annotated[
-        Path | None, typer.Option(help="Channels YAML (SMTP/SMS) [env SERVICE_CHANNELS_FILE].")
-    ] = None,
-    state_dir: Annotated[
-        Path | None, typer.Option(help="State folder [env SERVICE_STATE_DIR].")
-    ] = None,
-    database_url: Annotated[
-        str | None,
-        typer.Option(
-            help="Database URL (default SQLite in the state folder) [env SERVICE_DATABASE_URL]."
-        ),
-    ] = None,
+    schedule: Annotated[Path | None, typer.Option(help=help_text("opt.schedule"))] = None,
+    contacts: Annotated[Path | None, typer.Option(help=help_text("opt.contacts"))] = None,
+    templates: Annotated[Path | None, typer.Option(help=help_text("opt.templates"))] = None,
+    channels: Annotated[Path | None, typer.Option(help=help_text("opt.channels"))] = None,
+    state_dir: Annotated[Path | None, typer.Option(help=help_text("opt.state_dir"))] = None,
+    database_url: Annotated[str | None, typer.Option(help=help_text("opt.database_url"))] = None,
     concurrency: Annotated[
-        int | None,
-        typer.Option(
-            min=1, max=64, help="Messages sent at once [8, env SERVICE_DISPATCH_CONCURRENCY]."
-        ),
+        int | None, typer.Option(min=1, max=64, help=help_text("opt.concurrency"))
     ] = None,
     unrecorded: Annotated[
-        int | None,
-        typer.Option(
-            min=1,
-            max=10_000,
-            help="Sent but not yet recorded, at most: bounds resends after a crash "
-            "[32, env SERVICE_DISPATCH_UNRECORDED].",
-        ),
+        int | None, typer.Option(min=1, max=10_000, help=help_text("opt.unrecorded"))
     ] = None,
+    lang: Annotated[str | None, typer.Option(help=help_text("opt.lang"))] = None,
+    debug: Annotated[bool, typer.Option("--debug", help=help_text("opt.debug"))] = False,
 ) -> None:
+    if lang is not None and lang not in ("zh", "en"):
+        fail(f"--lang: {lang!r} (zh | en)")
+    set_lang(lang or env_lang(argv=[]))
     overrides: dict[str, Any] = {
         k: v
         for k, v in {
@@ -86,12 +70,21 @@ def main_options(
             name = "SERVICE_" + ".".join(str(p) for p in error["loc"]).upper()
             fail(f"{name}: {error['msg']}")
         raise typer.Exit(1) from None
-    ctx.obj = Context(settings, RealClock())
+    if settings.database_url is not None:
+        check_database_url(settings.database_url, from_option=database_url is not None)
+    ctx.obj = Context(settings, RealClock(), debug=debug)
 
 
-@app.command()
+def check_database_url(url: str, from_option: bool) -> None:
+    """Only the two databases the service supports; anything else is one located line."""
+    where = "--database-url" if from_option else "SERVICE_DATABASE_URL"
+    scheme = url.partition(":")[0].partition("+")[0].lower()
+    if "://" not in url or scheme not in _SCHEMES:
+        fail(f"{where}: {t('db_unsupported', url=database_label(url))}")
+
+
+@app.command(help=help_text("cmd.validate"))
 def validate(ctx: typer.Context) -> None:
-    """Check the schedule, the directory and the templates; list every located problem."""
 
     async def go(state: Context) -> None:
         model = state.model()
@@ -99,12 +92,17 @@ def validate(ctx: typer.Context) -> None:
 
         check_templates(model, state.settings.templates)
         for warning in model.warnings():
-            typer.echo(f"警告 / warning: {warning}", err=True)
-        n_sub = len(model.submittable())
-        typer.echo(
-            f"OK: {model.key}: {len(model.schedule.obligations)} obligations, "
-            f"{len(model.occurrences)} occurrences ({n_sub} to submit), "
-            f"{len(model.directory.units)} units, {len(model.directory.people)} people"
+            say(f"{t('warning')}: {warning}", err=True)
+        say(
+            t(
+                "validate_ok",
+                key=model.key,
+                obligations=len(model.schedule.obligations),
+                occurrences=len(model.occurrences),
+                submittable=len(model.submittable()),
+                units=len(model.directory.units),
+                people=len(model.directory.people),
+            )
         )
 
     run_async(ctx, go)
