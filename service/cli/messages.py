@@ -13,7 +13,7 @@ from ..model import CampaignModel
 from ..store.queries import MESSAGE_STATES, MessageFilter, final_keys, message_detail, message_rows
 from .commands import app
 from .common import Context, fail, print_table, run_async, say, with_engine, with_ledger
-from .i18n import CHANNEL, KIND, help_text, reason, t, word
+from .i18n import CHANNEL, KIND, help_text, local_times, reason, t, word
 from .i18n import state as state_word
 
 
@@ -163,7 +163,8 @@ def messages(
             {
                 "key": r["idem_key"],
                 "status": r["status"],
-                "reason": reason(r["reason"], tz) if not json else r["reason"],
+                # Programs get the stable English reason, people a translated one; both +08:00.
+                "reason": local_times(r["reason"], tz) if json else reason(r["reason"], tz),
                 "waiting_for": waiting(r, model),
                 "attempts": r["attempts"],
                 "kind": r["kind"],
@@ -190,7 +191,7 @@ def messages(
                     word(CHANNEL, i["channel"]),
                     person_name(model, i["recipient"]),
                     i["key"],
-                    (i["reason"] or i["waiting_for"])[:80],
+                    i["reason"] or i["waiting_for"],
                 ]
                 for i in items
             ],
