@@ -6,7 +6,7 @@ Secrets are never in this file: it names the environment variables that hold the
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any, Literal
 
@@ -100,6 +100,7 @@ def build_channels(
     sms_signature: str,
     clock: Callable[[], datetime] | None = None,
     durable: bool = True,
+    tz: tzinfo = UTC,
 ) -> dict[str, Channel]:
     """Construct every channel; raises ChannelConfigError for a missing secret at start-up."""
     from .file_outbox import FileOutbox
@@ -117,6 +118,7 @@ def build_channels(
                 from_name=cfg.from_name,
                 sms_signature=sms_signature,
                 durable=durable,
+                tz=tz,
                 **extra,
             )
         return outboxes[folder]
