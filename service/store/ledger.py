@@ -105,7 +105,7 @@ class Ledger:
                 while chunk := list(islice(rows, _IMPORT_CHUNK)):
                     fresh = await self._classify(conn, chunk, summary, reader.path)
                     if fresh and not (reader.problem_count or summary.conflicting or dry_run):
-                        await self._insert(conn, [r.sub for r in fresh], actor, now)
+                        await self._insert_batch(conn, [r.sub for r in fresh], actor, now)
                     if progress is not None:
                         progress(reader.rows_read)
                 summary.rows, summary.encoding = reader.rows_read, reader.encoding
@@ -133,10 +133,10 @@ class Ledger:
         path: Any,
     ) -> list[ImportRow]:
         c = submissions.c
-        occurrences = {(r.sub.unit, r.sub.obligation, r.sub.period) for r in chunk}
+        wanted = sorted({(r.sub.unit, r.sub.obligation, r.sub.period, r.sub.at) for r in chunk})
         query = sa.select(c.id, c.unit_id, c.obligation, c.period, c.submitted_at, c.count).where(
             c.campaign == self._campaign,
-            sa.tuple_(c.unit_id, c.obligation, c.period).in_(sorted(occurrences)),
+            sa.tuple_(c.unit_id, c.obligation, c.period, c.submitted_at).in_(wanted),
         )
         seen: dict[tuple[str, str, str, datetime], tuple[str, int]] = {}
         for sid, unit, ob, period, at, count in (await conn.execute(query)).all():
@@ -165,6 +165,56 @@ class Ledger:
                         )
                     )
         return fresh
+
+    async def _insert_batch(
+        self, conn: AsyncConnection, subs: Sequence[NewSubmission], actor: str, now: datetime
+    ) -> None:
+        """Like :meth:`_insert`, but the audit rows are built from what RETURNING gives back,
+        in whatever order: without ``sort_by_parameter_order`` SQLite batches the INSERT
+        (with it, SQLAlchemy falls back to one statement per row: 2,000 rows/s)."""
+        c = submissions.c
+        result = await conn.execute(
+            submissions.insert().returning(
+                c.id, c.unit_id, c.obligation, c.period, c.count, c.submitted_at, c.source, c.note
+            ),
+            [
+                {
+                    "campaign": self._campaign,
+                    "unit_id": sub.unit,
+                    "obligation": sub.obligation,
+                    "period": sub.period,
+                    "count": sub.count,
+                    "submitted_at": sub.at,
+                    "recorded_at": now,
+                    "source": sub.source,
+                    "recorded_by": actor,
+                    "note": sub.note,
+                }
+                for sub in subs
+            ],
+        )
+        tz = {sub.at.tzinfo for sub in subs[:1]}.pop() if subs else UTC
+        await conn.execute(
+            audit_log.insert(),
+            [
+                self._audit_row(
+                    now,
+                    actor,
+                    "submit",
+                    int(sid),
+                    {
+                        "unit": unit,
+                        "obligation": ob,
+                        "period": period,
+                        "count": int(count),
+                        "at": at.astimezone(tz),
+                        "source": source,
+                        "note": note,
+                    },
+                )
+                for sid, unit, ob, period, count, at, source, note in result.all()
+            ],
+        )
 
     async def _insert(
         self, conn: AsyncConnection, subs: Sequence[NewSubmission], actor: str, now: datetime
