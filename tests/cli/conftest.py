@@ -84,3 +84,11 @@ def rename_unit(contacts: Path, unit: str, name: str) -> None:
             row[1] = name
     with path.open("w", encoding="utf-8", newline="") as fh:
         csv.writer(fh).writerows(rows)
+
+
+@pytest.fixture
+def model_warnings(contacts_dir: Path) -> Callable[[Path], list[str]]:
+    """The campaign model's warnings for a schedule file, on the shipped directory."""
+    from service.model import load_model
+
+    return lambda schedule: load_model(schedule, contacts_dir).warnings()
