@@ -158,6 +158,18 @@ def reason(text: str, tz: tzinfo) -> str:
 
 CATALOGUE: dict[str, tuple[str, str]] = {
     "none": ("无", "none"),
+    "check.schedule": ("日程", "schedule"),
+    "check.directory": ("通讯录", "directory"),
+    "check.model": ("日程与通讯录交叉检查", "schedule × directory"),
+    "check.templates": ("模板", "templates"),
+    "check.timezone": ("时区与节假日数据", "time zone and holiday data"),
+    "check.channels": ("渠道配置", "channels file"),
+    "check.smtp": ("SMTP 连接与登录", "SMTP connection and login"),
+    "check.sms": ("短信凭据", "SMS credentials"),
+    "check.database": ("数据库", "database"),
+    "check.state": ("状态文件夹", "state folder"),
+    "doctor_ok": ("全部检查通过。", "All checks passed."),
+    "doctor_failed": ("{n} 项检查未通过。", "{n} check(s) failed."),
     "and_more": ("等 {n} 个", " and {n} more"),
     "calendar_cols": (
         "截止时间|事项|周期|类型|应报单位数|最低/目标|节假日调整",
@@ -389,6 +401,10 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "arg.key": (
         "消息的键或编号（见 service messages）。",
         "The message's key or id (see service messages).",
+    ),
+    "opt.offline": (
+        "跳过联网检查（SMTP 登录、短信凭据）。",
+        "Skip the network checks (SMTP login, SMS credentials).",
     ),
     # commands
     "cmd.validate": (
