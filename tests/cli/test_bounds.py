@@ -56,3 +56,11 @@ def test_replay_end_before_start_is_refused(cli: Invoke) -> None:
     """run --virtual-from X --until (before X) is refused, nothing replayed."""
     result = cli("run", "--virtual-from", "2023-06-01T00:00", "--until", "2023-05-01T00:00")
     assert result.exit_code == 1 and "--until" in result.stderr
+
+
+def test_an_overlong_actor_is_refused_before_the_database(cli: Invoke) -> None:
+    """--actor longer than the 128-character column is a located error, not a traceback."""
+    args = ["--unit", "yanji", "--obligation", "weekly-progress", "--period", "2023-W25"]
+    result = cli("submit", *args, "--actor", "x" * 129)
+    assert result.exit_code == 1 and "--actor" in result.stderr
+    assert "Traceback" not in result.output

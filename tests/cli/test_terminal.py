@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -39,11 +40,15 @@ def test_escape_sequences_in_a_unit_name_are_made_visible(cli: Invoke, contacts:
     assert "延吉\\x1b[2J\\x1b]0;pwned\\x07市" in result.stdout
 
 
-def test_error_lines_show_control_characters_visibly(cli: Invoke) -> None:
-    """An error quoting operator input prints its control characters as visible text."""
-    result = cli("status", "--unit", "bad\x1b[31m")
-    assert result.exit_code == 1
-    assert "\x1b" not in result.output
+def test_markup_in_the_campaign_name_is_shown(
+    cli: Invoke, schedule_path: Path, write_schedule: Callable[[str], Path]
+) -> None:
+    """A campaign name with ``[/]`` (a table title) prints as written."""
+    text = schedule_path.read_text(encoding="utf-8")
+    [line] = [x for x in text.splitlines() if x.startswith("  name: ")]
+    schedule = write_schedule(text.replace(line, "  name: 安全生产月[/]2023"))
+    result = ok(cli("status", "--unit", "yanji", *AT, schedule=schedule))
+    assert "安全生产月[/]2023" in result.stdout
 
 
 def test_table_fits_the_terminal_width(monkeypatch: pytest.MonkeyPatch) -> None:
