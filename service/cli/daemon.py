@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -37,7 +39,7 @@ def migrate_cmd(ctx: typer.Context) -> None:
 @contextmanager
 def spinner(label: str) -> Iterator[Any]:
     """A live line on a terminal (stderr); nothing in a pipe or CI."""
-    if not sys.stderr.isatty():
+    if not sys.stderr.isatty() or os.environ.get("CI"):
         yield None
         return
     from rich.console import Console
@@ -67,6 +69,8 @@ def run(
     if until is not None and virtual_from is None:
         fail(t("until_needs_virtual"))
     configure(log_level.upper())
+    # Alembic announces its dialect at INFO on every start: noise for an operator.
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLogger().level))
 
     async def go(state: Context) -> None:
         if virtual_from is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -82,7 +83,7 @@ def retract(
 @contextmanager
 def progress_bar(label: str) -> Iterator[Callable[[int], None]]:
     """Rows done so far on a terminal (stderr); nothing in a pipe or CI."""
-    if not sys.stderr.isatty():
+    if not sys.stderr.isatty() or os.environ.get("CI"):
         yield lambda _done: None
         return
     from rich.console import Console

@@ -75,6 +75,11 @@ def preview(
                 "status": m.status,
                 "key": m.key,
                 "why": reason(m.reason, model.schedule.campaign.tz) or _why(m.kind, m.step),
+                "waiting_for": (
+                    t("waits_sms_window", at=render.iso_local(m.next_attempt_at, model))
+                    if m.channel == "sms" and m.next_attempt_at > m.due_at
+                    else ""
+                ),
             }
             for m in plan.messages
             if m.key not in done
@@ -103,7 +108,7 @@ def preview(
                     r["recipient_name"] or r["recipient"],
                     unit_names(model, r["units"]),
                     ", ".join(r["periods"][:3]),
-                    r["why"],
+                    "；".join(x for x in (r["why"], r["waiting_for"]) if x),
                 ]
                 for r in rows
             ],
