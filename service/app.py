@@ -75,6 +75,7 @@ async def open_app(
             runtime.templates.sms.signature,
             clock=clock.now,
             durable=durable_outbox,
+            tz=runtime.model.schedule.campaign.tz,
         )
     engine = create_engine(settings.db_url)
     try:

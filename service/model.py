@@ -65,6 +65,25 @@ class CampaignModel:
             for p in self.directory.supervisors()
             if not p.email and "email" in self.schedule.campaign.digest.channels
         ]
+        return out + self.holiday_warnings()
+
+    def holiday_warnings(self) -> list[str]:
+        """A year the schedule claims (own_years) beyond the holiday data but whose holidays
+        it does not list: every day of it would count as a plain weekday/weekend."""
+        spec = self.schedule.campaign.workdays
+        lo, hi = self.calendar.data_range
+        listed = {d.year for d in spec.extra_holidays}
+        adjusted = {d.year for d in spec.extra_workdays}
+        out = []
+        for year in sorted(set(spec.own_years)):
+            if lo <= year <= hi or year in listed:
+                continue
+            out.append(
+                f"{year} 年超出节假日数据（{lo}–{hi}），已列入 campaign.workdays.own_years，"
+                f"但 campaign.workdays.extra_holidays 未列出 {year} 年的任何节假日"
+                + ("" if year in adjusted else "（extra_workdays 也没有调休日）")
+                + "：该年的法定节假日将被当作工作日"
+            )
         return out
 
     def unit_index(self) -> dict[str, int]:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 from datetime import datetime
-from typing import Any
+from typing import IO, Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from .model import CampaignModel
 from .status import UnitStatus
@@ -57,6 +60,9 @@ def status_row(st: UnitStatus, model: CampaignModel) -> dict[str, Any]:
         "count": st.count,
         "min": st.occurrence.quota_min,
         "target": st.occurrence.quota_goal,
+        "completed_at": iso_local(st.completed_at, model) if st.completed_at else None,
+        "late_days": st.days_late,
+        "over_count": st.over_count,
     }
 
 
@@ -89,7 +95,14 @@ def overdue_payload(
                         **{
                             k: v
                             for k, v in status_row(st, model).items()
-                            if k not in ("obligation", "state")
+                            if k
+                            not in (
+                                "obligation",
+                                "state",
+                                "completed_at",
+                                "late_days",
+                                "over_count",
+                            )
                         },
                         "days_late": (at - st.occurrence.due_at).days,
                     }
@@ -101,14 +114,33 @@ def overdue_payload(
     }
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def plain(value: object) -> str:
+    """Data as data: control characters (ESC of a terminal escape sequence, NUL, CR…) are
+    shown as visible ``\\xNN`` text so they can neither move the cursor nor hide text."""
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group(0)):02x}", str(value))
+
+
+def cell(value: object) -> Text:
+    """A table cell that rich never parses as markup (``[/]``, ``[link=…]`` stay text)."""
+    return Text(plain(value))
+
+
 def table(title: str, columns: list[str], rows: list[list[str]]) -> Table:
-    t = Table(title=title, show_lines=False, header_style="bold")
+    t = Table(title=cell(title) if title else None, show_lines=False, header_style="bold")
     for col in columns:
-        t.add_column(col)
+        t.add_column(cell(col), overflow="fold")
     for row in rows:
-        t.add_row(*row)
+        t.add_row(*(cell(v) for v in row))
     return t
 
 
-def console() -> Console:
-    return Console(soft_wrap=False, width=200)
+def console(file: IO[str] | None = None) -> Console:
+    """Fits the terminal it prints to; in a pipe (no terminal) lines are not wrapped unless
+    COLUMNS says how wide, so ``| grep`` sees whole rows."""
+    con = Console(file=file, soft_wrap=False, highlight=False, markup=False, emoji=False)
+    if not con.is_terminal and "COLUMNS" not in os.environ:
+        con.width = 200
+    return con

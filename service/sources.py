@@ -230,3 +230,178 @@ def iter_csv(path: Path) -> Iterator[tuple[int, dict[str, str]]]:
 
 def read_csv(path: Path) -> list[tuple[int, dict[str, str]]]:
     return list(iter_csv(path))
+
+
+# ---------------------------------------------------------------------------------------
+# Tables an office sends us (submissions): CSV in UTF-8 (with or without BOM) or in
+# GB18030/GBK, as Excel and WPS save it on Chinese Windows, and XLSX.
+
+_DECODE_CHUNK = 1 << 20
+UTF8, GB18030 = "UTF-8", "GB18030"
+
+
+def _line_of_offset(piece: bytes, offset: int, lines_before: int) -> int:
+    return lines_before + piece.count(b"\n", 0, offset) + 1
+
+
+def detect_encoding(path: Path) -> str:
+    """``UTF-8`` or ``GB18030`` (a superset of GBK and GB2312), decided exactly, not guessed.
+
+    One streamed pass decodes whole lines as strict UTF-8. A BOM, or any valid non-ASCII
+    UTF-8 before the first invalid byte, makes the file UTF-8 and that byte an error on its
+    own line; a file whose first non-ASCII bytes are not UTF-8 is read as GB18030 and must
+    decode as such, or the error names the line. No statistical detector (charset-normalizer,
+    chardet): offices produce exactly these two families, and a guess that picks Big5 or
+    Latin-1 for a short file would import garbage names without a word.
+    """
+    seen_utf8 = False
+    lines_before = 0
+    rest = b""
+    with path.open("rb") as fh:
+        head = fh.read(3)
+        if head == b"\xef\xbb\xbf":
+            seen_utf8 = True
+        else:
+            rest = head
+        while True:
+            chunk = fh.read(_DECODE_CHUNK)
+            data = rest + chunk
+            cut = data.rfind(b"\n") + 1 if chunk else len(data)
+            piece, rest = data[:cut], data[cut:]
+            try:
+                piece.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                if seen_utf8 or not piece[: exc.start].isascii():
+                    line = _line_of_offset(piece, exc.start, lines_before)
+                    raise ConfigError(
+                        [Problem(str(path), line, "", _bad_bytes(piece, exc, UTF8))]
+                    ) from None
+                _check_gb18030(path, fh, piece, lines_before)
+                return GB18030
+            seen_utf8 = seen_utf8 or not piece.isascii()
+            lines_before += piece.count(b"\n")
+            if not chunk:
+                return UTF8
+
+
+def _bad_bytes(piece: bytes, exc: UnicodeDecodeError, encoding: str) -> str:
+    bad = piece[exc.start : exc.start + 4].hex(" ")
+    return f"不是有效的 {encoding} 文本（字节 {bad}）"
+
+
+def _check_gb18030(path: Path, fh: Any, first: bytes, lines_before: int) -> None:
+    """Decode the rest as GB18030 from ``first`` on; a bad byte is reported on its line."""
+    rest = first
+    while True:
+        chunk = fh.read(_DECODE_CHUNK)
+        data = rest + chunk
+        cut = data.rfind(b"\n") + 1 if chunk else len(data)
+        piece, rest = data[:cut], data[cut:]
+        try:
+            piece.decode("gb18030")
+        except UnicodeDecodeError as exc:
+            line = _line_of_offset(piece, exc.start, lines_before)
+            raise ConfigError(
+                [Problem(str(path), line, "", _bad_bytes(piece, exc, "UTF-8 或 GB18030"))]
+            ) from None
+        lines_before += piece.count(b"\n")
+        if not chunk:
+            return
+
+
+class TableFile:
+    """Rows of a CSV or XLSX file as (row number, {header: value}), streamed.
+
+    ``encoding`` names what was read (``UTF-8``, ``GB18030`` or ``XLSX``); ``column(h)``
+    names a column for error messages (the header as written, with its letter in XLSX).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            raise ConfigError([Problem(str(path), None, "", "找不到文件")]) from None
+        except OSError as exc:
+            raise ConfigError([Problem(str(path), None, "", exc.strerror or str(exc))]) from None
+        if size > MAX_CSV_BYTES:
+            raise ConfigError([Problem(str(path), None, "", "文件超过 512 MB")])
+        self.is_xlsx = path.suffix.lower() in (".xlsx", ".xlsm")
+        self.encoding = "XLSX" if self.is_xlsx else detect_encoding(path)
+        self.headers: list[str] = []
+
+    def column(self, header: str) -> str:
+        if not self.is_xlsx or header not in self.headers:
+            return header
+        from openpyxl.utils import get_column_letter
+
+        return f"{header}（{get_column_letter(self.headers.index(header) + 1)} 列）"
+
+    def rows(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        return self._xlsx_rows() if self.is_xlsx else self._csv_rows()
+
+    def _csv_rows(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        codec = "utf-8-sig" if self.encoding == UTF8 else "gb18030"
+        where = str(self.path)
+        with self.path.open(encoding=codec, newline="") as fh:
+            reader = csv.reader(fh)
+            try:
+                header = next(reader, None)
+                if header is None:
+                    return
+                self.headers = [h.strip() for h in header]
+                width = len(self.headers)
+                for cells in reader:
+                    if len(cells) > width and any(c.strip() for c in cells[width:]):
+                        raise ConfigError(
+                            [Problem(where, reader.line_num, "", "单元格数多于表头列数")]
+                        )
+                    if not any(c.strip() for c in cells):
+                        continue
+                    yield reader.line_num, dict(zip(self.headers, cells, strict=False))
+            except csv.Error as exc:
+                raise ConfigError([Problem(where, reader.line_num, "", f"CSV: {exc}")]) from None
+
+    def _xlsx_rows(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        """Values as stored: formulas are never evaluated (a formula cell is an error)."""
+        from openpyxl import load_workbook
+
+        where = str(self.path)
+        try:
+            book = load_workbook(self.path, read_only=True, data_only=False)
+        except Exception as exc:  # zipfile/XML errors of a damaged or mislabelled file
+            raise ConfigError([Problem(where, None, "", f"无法读取 XLSX：{exc}")]) from None
+        try:
+            sheet = book.worksheets[0]
+            header_done = False
+            for row in sheet.iter_rows():
+                cells = [c for c in row if getattr(c, "value", None) is not None]
+                if not header_done:
+                    if not cells:
+                        continue
+                    self.headers = [
+                        str(c.value).strip() if c.value is not None else "" for c in row
+                    ]
+                    header_done = True
+                    continue
+                if not cells:
+                    continue
+                values: dict[str, Any] = {}
+                for i, c in enumerate(row):
+                    if i >= len(self.headers) or c.value is None:
+                        continue
+                    if getattr(c, "data_type", "") == "f":
+                        raise ConfigError(
+                            [
+                                Problem(
+                                    where,
+                                    c.row,
+                                    self.column(self.headers[i]),
+                                    "公式单元格不计算，请粘贴为数值",
+                                )
+                            ]
+                        )
+                    values[self.headers[i]] = c.value
+                yield cells[0].row, values
+        finally:
+            book.close()

@@ -39,6 +39,9 @@ def cli(
     for name in (*names, "DISPATCH_CONCURRENCY", "DISPATCH_UNRECORDED"):
         monkeypatch.delenv(f"SERVICE_{name}", raising=False)
     monkeypatch.setenv("SERVICE_TEMPLATES", str(ROOT / "templates"))
+    for name in ("LC_ALL", "LC_MESSAGES"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("LANG", "zh_CN.UTF-8")
     runner = CliRunner()
 
     def invoke(*args: str, schedule: Path = schedule_path) -> Result:
@@ -66,7 +69,7 @@ def test_validate_ok(cli: Invoke) -> None:
     """validate on the shipped files exits 0 and summarises the campaign."""
     result = ok(cli("validate"))
     assert result.stdout.startswith(
-        "OK: jilin-2023: 8 obligations, 25 occurrences (22 to submit), 27 units, 65 people"
+        "OK：jilin-2023：8 个事项，25 个周期（22 个需报送），27 个单位，65 人"
     )
 
 
@@ -82,7 +85,7 @@ def test_validate_broken_schedule(
     assert result.exit_code == 1
     assert f"{broken}:{line}: campaign.timezone: " in result.stderr
     assert "unknown time zone 'Asia/Beijing'" in result.stderr
-    assert "1 problem(s):" in result.stderr
+    assert "1 个问题：" in result.stderr
     assert "OK" not in result.stdout
 
 
@@ -147,13 +150,9 @@ def test_submit_then_status_done(cli: Invoke) -> None:
 @pytest.mark.parametrize(
     ("option", "value", "field"),
     [
-        ("--unit", "atlantis", "unit: unknown unit 'atlantis'"),
-        (
-            "--obligation",
-            "weekly-progres",
-            "obligation: unknown obligation 'weekly-progres'",
-        ),
-        ("--period", "2023-W27", "period: 'weekly-progress' has no period '2023-W27'"),
+        ("--unit", "atlantis", "--unit: 未知单位 'atlantis'"),
+        ("--obligation", "weekly-progres", "obligation: 未知事项 'weekly-progres'"),
+        ("--period", "2023-W27", "period: 'weekly-progress' 没有周期 '2023-W27'"),
     ],
 )
 def test_submit_unknown_field_writes_nothing(
@@ -191,7 +190,7 @@ def test_submit_for_event_refused(cli: Invoke, state_dir: Path) -> None:
         "2023-05-31",
     )
     assert result.exit_code == 1
-    assert "obligation: 'launch-ceremony' is an event" in result.stderr
+    assert "obligation: 'launch-ceremony' 是活动" in result.stderr
     assert submission_count(state_dir) == 0
 
 
@@ -208,7 +207,7 @@ def test_submit_by_unit_not_owing(cli: Invoke, state_dir: Path) -> None:
         "2023-07",
     )
     assert result.exit_code == 1
-    assert "unit: 'yanji' does not owe 'monthly-exposure'" in result.stderr
+    assert "unit: 'yanji' 不需要报送 'monthly-exposure'" in result.stderr
     assert submission_count(state_dir) == 0
 
 
@@ -216,7 +215,7 @@ def test_retract_reopens(cli: Invoke, state_dir: Path) -> None:
     """retract makes a done occurrence overdue again; the row stays, retracted."""
     key = ["--unit", "yanji", "--obligation", "weekly-progress", "--period", "2023-W25"]
     ok(cli("submit", *key, "--at", "2023-06-20T10:00+08:00"))
-    assert "retracted submission(s) 1" in ok(cli("retract", *key, "--reason", "wrong")).stdout
+    assert "已撤销报送 1" in ok(cli("retract", *key, "--reason", "wrong")).stdout
     payload = as_json(cli("status", "--json", "--unit", "yanji", "--at", "2023-06-22T09:00+08:00"))
     [row] = [r for r in payload["rows"] if r["period"] == "2023-W25"]
     assert (row["state"], row["count"]) == ("overdue", 0)
@@ -258,14 +257,14 @@ def test_overdue_unknown_scope(cli: Invoke) -> None:
     """An unknown scope is refused naming --scope."""
     result = cli("overdue", "--json", "--scope", "atlantis", "--at", "2023-06-26T09:00+08:00")
     assert result.exit_code == 1
-    assert "--scope: unknown unit 'atlantis'" in result.stderr
+    assert "--scope: 未知单位 'atlantis'" in result.stderr
 
 
 def test_status_bad_time(cli: Invoke) -> None:
     """A malformed --at is refused naming the option."""
     result = cli("status", "--json", "--at", "next friday")
     assert result.exit_code == 1
-    assert "--at: not an ISO 8601 time" in result.stderr
+    assert "--at：无法识别的时间 'next friday'" in result.stderr
 
 
 def test_import_all_rows(cli: Invoke, state_dir: Path, tmp_path: Path) -> None:
@@ -277,7 +276,7 @@ def test_import_all_rows(cli: Invoke, state_dir: Path, tmp_path: Path) -> None:
         "changchun,monthly-leads,2023-07,2,2023-07-20T10:00+08:00\n",
         encoding="utf-8",
     )
-    assert "imported 2 submission(s)" in ok(cli("import", str(csv_file))).stdout
+    assert "新增 2，已记录 0，冲突 0" in ok(cli("import", str(csv_file))).stdout
     assert submission_count(state_dir) == 2
     payload = as_json(
         cli("status", "--json", "--unit", "changchun", "--at", "2023-08-01T09:00+08:00")
@@ -302,14 +301,14 @@ def test_import_bad_row_imports_nothing(cli: Invoke, state_dir: Path, tmp_path: 
     )
     result = cli("import", str(csv_file))
     assert result.exit_code == 1
-    assert f"{csv_file}:3: period: 'weekly-progress' has no period '2023-W99'" in result.stderr
+    assert f"{csv_file}:3: period: 'weekly-progress' 没有周期 '2023-W99'" in result.stderr
     assert submission_count(state_dir) == 0
 
 
 def test_migrate_twice(cli: Invoke, state_dir: Path) -> None:
     """migrate can run repeatedly and leaves the SQLite file in the state folder."""
-    assert "schema is up to date" in ok(cli("migrate")).stdout
-    assert "schema is up to date" in ok(cli("migrate")).stdout
+    assert "数据库结构已是最新" in ok(cli("migrate")).stdout
+    assert "数据库结构已是最新" in ok(cli("migrate")).stdout
     assert (state_dir / "service.db").is_file()
 
 

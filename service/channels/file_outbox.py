@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from datetime import UTC
+from datetime import UTC, tzinfo
 from pathlib import Path
 
 from service.channels.base import (
@@ -42,6 +42,7 @@ class FileOutbox:
         sms_signature: str = "",
         clock: Clock = utc_now,
         durable: bool = True,
+        tz: tzinfo = UTC,
     ) -> None:
         self.folder = Path(folder)
         # fsync each file: the daemon's default. A replay into a scratch folder skips it.
@@ -54,6 +55,7 @@ class FileOutbox:
             raise ValueError("message_id_domain is empty and from_addr has no domain")
         self.sms_signature = sms_signature
         self._clock = clock
+        self.tz = tz  # the campaign's zone: file names and sms.jsonl read like the rest
         # Serialises the exists-check + write so two sends of one key make one file.
         self._lock = asyncio.Lock()
 
@@ -95,7 +97,10 @@ class FileOutbox:
         )
         digest = out_id_for(envelope.key)
         # Timestamp first so a directory listing sorts by creation time.
-        stamp = now.astimezone(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+        local = now.astimezone(self.tz)
+        stamp = local.strftime("%Y%m%dT%H%M%S%f") + (
+            local.strftime("%z") if local.utcoffset() else "Z"
+        )
         target = self.email_folder / f"{stamp}-{digest}.eml"
         async with self._lock:
             try:
@@ -118,7 +123,7 @@ class FileOutbox:
         except ValueError as exc:  # over the 500-character provider limit
             raise PermanentDeliveryError(f"SMS refused: {exc}") from exc
         record = {
-            "at": self._clock().isoformat(),
+            "at": self._clock().astimezone(self.tz).isoformat(),
             "key": envelope.key,
             "to": envelope.address,
             "name": envelope.recipient_name,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -161,6 +161,7 @@ def build_channels(
     sms_signature: str,
     clock: Callable[[], datetime] | None = None,
     durable: bool = True,
+    tz: tzinfo = UTC,
 ) -> dict[str, Channel]:
     """Construct every channel; raises ChannelConfigError for a missing secret at start-up."""
     from .file_outbox import FileOutbox
@@ -178,6 +179,7 @@ def build_channels(
                 from_name=cfg.from_name,
                 sms_signature=sms_signature,
                 durable=durable,
+                tz=tz,
                 **extra,
             )
         return outboxes[folder]

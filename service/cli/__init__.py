@@ -6,6 +6,7 @@ the whole list of groups.
 
 from __future__ import annotations
 
+from . import daemon, doctor, ledger, messages, views  # noqa: F401  (registers the command groups)
 from .commands import app, main
 
 __all__ = ["app", "main"]

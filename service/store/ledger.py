@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import islice
 from typing import Any
 
 import sqlalchemy as sa
@@ -12,8 +13,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ..clock import Clock
 from ..counts import CountTable
-from ..errors import LedgerError
-from ..submissions import NewSubmission
+from ..errors import LedgerError, Problem
+from ..submissions import ImportReader, ImportRow, NewSubmission
 from .limits import check_row, check_rows
 from .tables import audit_log, submissions
 
@@ -45,6 +46,30 @@ class SubmissionRow:
 
 
 _PARTITION = 20_000  # rows per fetch when streaming the whole ledger
+_IMPORT_CHUNK = 2_000  # rows classified and inserted at once: bounds an import's memory
+
+
+@dataclass
+class ImportSummary:
+    """What an import did (or, with ``dry_run``, would do)."""
+
+    encoding: str = ""
+    rows: int = 0
+    new: int = 0
+    already: int = 0
+    conflicting: int = 0
+    written: bool = False
+    conflicts: list[Problem] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "encoding": self.encoding,
+            "rows": self.rows,
+            "new": self.new,
+            "already_recorded": self.already,
+            "conflicting": self.conflicting,
+            "written": self.written,
+        }
 
 
 class Ledger:
@@ -83,18 +108,175 @@ class Ledger:
         ]
         check_rows(submissions, rows, _LABELS)
         async with self._engine.begin() as conn:
-            result = await conn.execute(
-                submissions.insert().returning(submissions.c.id, sort_by_parameter_order=True),
-                rows,
-            )
-            ids = [int(sid) for sid in result.scalars()]
-            await conn.execute(
-                audit_log.insert(),
-                [
-                    self._audit_row(now, actor, "submit", sid, sub.__dict__)
-                    for sid, sub in zip(ids, subs, strict=True)
-                ],
-            )
+            return await self._insert(conn, subs, actor, now)
+
+    async def import_rows(
+        self,
+        reader: ImportReader,
+        actor: str,
+        *,
+        dry_run: bool = False,
+        progress: Callable[[int], None] | None = None,
+    ) -> ImportSummary:
+        """Stream ``reader``'s rows into the ledger in one transaction: all or nothing.
+
+        Rows are classified ``_IMPORT_CHUNK`` at a time against the ledger as it stands
+        inside the transaction (so a row repeated later in the same file finds the first
+        one): new, already recorded (same unit, obligation, period and moment — retracted
+        ones included: re-importing must not undo a retraction) or conflicting (same but
+        another count). Any bad row or conflict rolls everything back and raises
+        :class:`ConfigError` with the located problems; so does nothing when ``dry_run``.
+        Memory is one chunk, whatever the file's size.
+        """
+        summary = ImportSummary()
+        now = self._clock.now()
+        async with self._engine.connect() as conn:
+            trans = await conn.begin()
+            try:
+                rows = iter(reader)
+                while chunk := list(islice(rows, _IMPORT_CHUNK)):
+                    fresh = await self._classify(conn, chunk, summary, reader.path)
+                    if fresh and not (reader.problem_count or summary.conflicting or dry_run):
+                        await self._insert_batch(conn, [r.sub for r in fresh], actor, now)
+                    if progress is not None:
+                        progress(reader.rows_read)
+                summary.rows, summary.encoding = reader.rows_read, reader.encoding
+                if reader.problem_count or summary.conflicting:
+                    await trans.rollback()
+                    reader.problems.extend(summary.conflicts)
+                    reader.problem_count += len(summary.conflicts)
+                    reader.raise_problems()
+                if dry_run:
+                    await trans.rollback()
+                else:
+                    await trans.commit()
+                    summary.written = summary.new > 0
+            except BaseException:
+                if trans.is_active:
+                    await trans.rollback()
+                raise
+        return summary
+
+    async def _classify(
+        self,
+        conn: AsyncConnection,
+        chunk: Sequence[ImportRow],
+        summary: ImportSummary,
+        path: Any,
+    ) -> list[ImportRow]:
+        c = submissions.c
+        wanted = sorted({(r.sub.unit, r.sub.obligation, r.sub.period, r.sub.at) for r in chunk})
+        query = sa.select(c.id, c.unit_id, c.obligation, c.period, c.submitted_at, c.count).where(
+            c.campaign == self._campaign,
+            sa.tuple_(c.unit_id, c.obligation, c.period, c.submitted_at).in_(wanted),
+        )
+        seen: dict[tuple[str, str, str, datetime], tuple[str, int]] = {}
+        for sid, unit, ob, period, at, count in (await conn.execute(query)).all():
+            seen.setdefault((unit, ob, period, at.astimezone(UTC)), (f"#{sid}", int(count)))
+        fresh: list[ImportRow] = []
+        for row in chunk:
+            sub = row.sub
+            key = (sub.unit, sub.obligation, sub.period, sub.at.astimezone(UTC))
+            if key not in seen:
+                seen[key] = (f"第 {row.line} 行", sub.count)
+                fresh.append(row)
+                summary.new += 1
+            elif seen[key][1] == sub.count:
+                summary.already += 1
+            else:
+                summary.conflicting += 1
+                if len(summary.conflicts) < ImportReader.MAX_PROBLEMS:
+                    what, count = seen[key]
+                    summary.conflicts.append(
+                        Problem(
+                            str(path),
+                            row.line,
+                            "count",
+                            f"与已记录的报送（{what}，同一时间，数量 {count}）冲突："
+                            f"数量 {sub.count}；如需更正，请先撤销原记录",
+                        )
+                    )
+        return fresh
+
+    async def _insert_batch(
+        self, conn: AsyncConnection, subs: Sequence[NewSubmission], actor: str, now: datetime
+    ) -> None:
+        """Like :meth:`_insert`, but the audit rows are built from what RETURNING gives back,
+        in whatever order: without ``sort_by_parameter_order`` SQLite batches the INSERT
+        (with it, SQLAlchemy falls back to one statement per row: 2,000 rows/s)."""
+        c = submissions.c
+        result = await conn.execute(
+            submissions.insert().returning(
+                c.id, c.unit_id, c.obligation, c.period, c.count, c.submitted_at, c.source, c.note
+            ),
+            [
+                {
+                    "campaign": self._campaign,
+                    "unit_id": sub.unit,
+                    "obligation": sub.obligation,
+                    "period": sub.period,
+                    "count": sub.count,
+                    "submitted_at": sub.at,
+                    "recorded_at": now,
+                    "source": sub.source,
+                    "recorded_by": actor,
+                    "note": sub.note,
+                }
+                for sub in subs
+            ],
+        )
+        tz = {sub.at.tzinfo for sub in subs[:1]}.pop() if subs else UTC
+        await conn.execute(
+            audit_log.insert(),
+            [
+                self._audit_row(
+                    now,
+                    actor,
+                    "submit",
+                    int(sid),
+                    {
+                        "unit": unit,
+                        "obligation": ob,
+                        "period": period,
+                        "count": int(count),
+                        "at": at.astimezone(tz),
+                        "source": source,
+                        "note": note,
+                    },
+                )
+                for sid, unit, ob, period, count, at, source, note in result.all()
+            ],
+        )
+
+    async def _insert(
+        self, conn: AsyncConnection, subs: Sequence[NewSubmission], actor: str, now: datetime
+    ) -> list[int]:
+        result = await conn.execute(
+            submissions.insert().returning(submissions.c.id, sort_by_parameter_order=True),
+            [
+                {
+                    "campaign": self._campaign,
+                    "unit_id": sub.unit,
+                    "obligation": sub.obligation,
+                    "period": sub.period,
+                    "count": sub.count,
+                    "submitted_at": sub.at,
+                    "recorded_at": now,
+                    "source": sub.source,
+                    "recorded_by": actor,
+                    "note": sub.note,
+                }
+                for sub in subs
+            ],
+        )
+        ids = [int(sid) for sid in result.scalars()]
+        await conn.execute(
+            audit_log.insert(),
+            [
+                self._audit_row(now, actor, "submit", sid, sub.__dict__)
+                for sid, sub in zip(ids, subs, strict=True)
+            ],
+        )
         return ids
 
     async def retract(

@@ -63,6 +63,10 @@ submissions = sa.Table(
     sa.CheckConstraint("count > 0", name="count_positive"),
     sa.Index("ix_submissions_occurrence", "campaign", "obligation", "period", "unit_id"),
     sa.Index("ix_submissions_unit", "campaign", "unit_id"),  # the dispatcher's re-check
+    # An import's "already recorded?" look-up (migration 0007).
+    sa.Index(
+        "ix_submissions_identity", "campaign", "unit_id", "obligation", "period", "submitted_at"
+    ),
 )
 
 audit_log = sa.Table(
