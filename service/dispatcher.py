@@ -28,11 +28,15 @@ from .channels.base import (
     mask_address,
 )
 from .clock import Clock
+from .digests import XLSX_MIME, digest_context, digest_csv, digest_rows, digest_xlsx
 from .directory import Person
-from .messages import XLSX_MIME, digest_context, digest_csv, digest_rows, digest_xlsx, unit_context
+from .errors import ConfigError
+from .messages import bundle_context
+from .occurrences import Occurrence
+from .planner import most_urgent
 from .runtime import Runtime
 from .status import Counts
-from .steps import sms_window_open
+from .steps import window_open
 from .store.ledger import Ledger
 from .store.outbox import Claimed, Outbox
 
@@ -41,9 +45,13 @@ log = structlog.get_logger("service.dispatcher")
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    max_attempts: int = 6
+    # None: a transient failure is retried for as long as the message makes sense (until
+    # it expires), never more than ``max_delay`` apart; a number bounds the attempts too.
+    max_attempts: int | None = None
     base_delay: float = 60.0  # seconds; doubles per attempt
     max_delay: float = 3600.0
+    # A channel failing for this long without a single success is logged as an error.
+    alarm_after: timedelta = timedelta(minutes=15)
     lease: timedelta = timedelta(minutes=5)
     batch: int = 200
     concurrency: int = 8
@@ -81,7 +89,8 @@ class Dispatcher:
     policy: RetryPolicy = RetryPolicy()
     rng: random.Random = field(default_factory=random.Random)
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
-    _sms_today: dict[tuple[str, str], int] = field(default_factory=dict)
+    # channel -> (first failure since its last success, whether the alarm was logged)
+    _failing: dict[str, tuple[datetime, bool]] = field(default_factory=dict)
     # Per run: each message's queued transition (task, intended outcome, key).
     _records: list[tuple[asyncio.Future[bool], str, str]] = field(default_factory=list)
     _recorded_ids: set[int] = field(default_factory=set)  # per batch
@@ -142,7 +151,6 @@ class Dispatcher:
     async def _process_batch(self, batch: list[Claimed], now: datetime) -> None:
         units = sorted({u for m in batch for u in m.units})
         counts = await self.ledger.counts_for(units, as_of=now)
-        await self._load_sms_counts(batch, now)
         sem = asyncio.Semaphore(self.policy.concurrency)
         broken = self._broken
         pending = list(batch)
@@ -196,14 +204,17 @@ class Dispatcher:
                 return await self._end(
                     msg, now, "stale", f"expired at {msg.expires_at.isoformat()}"
                 )
-            if msg.channel == "sms" and (verdict := await self._sms_window(msg, now)):
+            if verdict := await self._window(msg, now):
                 return verdict
-            ctx, attachments = self._context(msg, person, counts, now)
-            if ctx is None:
-                return await self._end(
-                    msg, now, "cancelled", "reason disappeared: submitted meanwhile"
+            previous = None
+            if msg.kind == "digest":
+                previous = await self.outbox.last_sent_items(
+                    msg.recipient_id, msg.channel, "digest", now
                 )
-            envelope = self._envelope(msg, person, ctx, attachments)
+            kind, ctx, attachments, dropped = self._context(msg, person, counts, now, previous)
+            if ctx is None:
+                return await self._end(msg, now, "cancelled", f"reason disappeared: {dropped}")
+            envelope = self._envelope(msg, kind, person, ctx, attachments)
         except Exception as exc:  # a template or data bug must not leave the message claimed
             log.exception("message preparation failed", key=msg.key)
             return await self._end(
@@ -211,31 +222,65 @@ class Dispatcher:
             )
         if msg.channel != "sms":
             return await self._send(msg, envelope, now)
-        slot = self._sms_slot(person, now)
-        if self._sms_today.get(slot, 0) >= self.runtime.model.schedule.campaign.sms_daily_cap:
-            cap = self.runtime.model.schedule.campaign.sms_daily_cap
+        return await self._send_capped(msg, kind, envelope, now)
+
+    async def _send_capped(self, msg: Claimed, kind: str, envelope: Envelope, now: datetime) -> str:
+        """The daily SMS cap, per phone number, shared by every replica (a reservation row).
+
+        Urgent beats early: a reminder or notice SMS may not take the last slot of the day
+        (it is cancelled; the e-mail carries it), so an overdue notice or an escalation
+        always finds one; if even that is gone it is deferred to the next day's window,
+        never dropped while it still makes sense.
+        """
+        camp = self.runtime.model.schedule.campaign
+        cap = camp.sms_daily_cap
+        urgent = kind in ("overdue", "escalation")
+        limit = cap if urgent or cap < 2 else cap - 1
+        day = now.astimezone(camp.tz).date()
+        if not await self.outbox.reserve_sms(envelope.address, day.isoformat(), limit):
+            if urgent:
+                tomorrow = datetime.combine(day + timedelta(days=1), dtime(0), tzinfo=camp.tz)
+                opens = self._open(tomorrow, "sms")
+                if opens is not None and (msg.expires_at is None or opens <= msg.expires_at):
+                    return self._record(
+                        msg,
+                        self.outbox.retry_later(
+                            msg,
+                            self.worker,
+                            now,
+                            opens,
+                            f"daily SMS cap reached ({cap} per number): deferred",
+                            count_attempt=False,
+                            outcome="deferred",
+                        ),
+                        "deferred",
+                    )
+            why = "kept for urgent messages" if limit < cap else f"{cap} per number"
             return await self._end(
                 msg,
                 now,
                 "cancelled",
-                f"daily SMS cap reached ({cap} per recipient); the email copy carries the message",
+                f"daily SMS cap reached ({why}); the email copy carries the message",
             )
-        # Reserve before the await so concurrent sends respect the cap; give the slot back
-        # unless the provider accepted the message.
-        self._sms_today[slot] = self._sms_today.get(slot, 0) + 1
         outcome = await self._send(msg, envelope, now)
         if outcome != "sent":
-            self._sms_today[slot] -= 1
+            await self.outbox.release_sms(envelope.address, day.isoformat())
         return outcome
 
-    async def _sms_window(self, msg: Claimed, now: datetime) -> str | None:
-        """Outside the sending window an SMS waits for it (no attempt is counted)."""
+    def _open(self, moment: datetime, channel: str) -> datetime | None:
         camp = self.runtime.model.schedule.campaign
-        opens = sms_window_open(now, camp.sending_window, self.runtime.model.calendar, camp.tz)
-        if opens <= now:
+        try:
+            return window_open(moment, camp.window(channel), self.runtime.model.calendar, camp.tz)
+        except (ConfigError, ValueError):
             return None
-        if msg.expires_at is not None and opens > msg.expires_at:
-            return await self._end(msg, now, "stale", "no SMS sending window before it expired")
+
+    async def _window(self, msg: Claimed, now: datetime) -> str | None:
+        """Outside the channel's sending window a message waits for it (no attempt counted)."""
+        opens = self._open(now, msg.channel)
+        if opens is not None and opens <= now:
+            return None
+        if opens is None or (msg.expires_at is not None and opens > msg.expires_at):
+            return await self._end(msg, now, "stale", "no sending window before it expired")
         return self._record(
             msg,
             self.outbox.retry_later(
@@ -243,73 +288,92 @@ class Dispatcher:
                 self.worker,
                 now,
                 opens,
-                "waiting for the SMS sending window",
+                "waiting for the sending window",
                 count_attempt=False,
                 outcome="deferred",
             ),
             "deferred",
         )
 
-    def _sms_slot(self, person: Person, now: datetime) -> tuple[str, str]:
-        tz = self.runtime.model.schedule.campaign.tz
-        return person.id, now.astimezone(tz).date().isoformat()
-
-    async def _load_sms_counts(self, batch: list[Claimed], now: datetime) -> None:
-        """One query per batch for the daily SMS cap (not one per message)."""
-        camp = self.runtime.model.schedule.campaign
-        local = now.astimezone(camp.tz)
-        day = local.date().isoformat()
-        if any(k[1] != day for k in self._sms_today):
-            self._sms_today = {k: v for k, v in self._sms_today.items() if k[1] == day}
-        wanted = sorted(
-            {m.recipient_id for m in batch if m.channel == "sms"} - {k[0] for k in self._sms_today}
-        )
-        if wanted:
-            day_start = datetime.combine(local.date(), dtime(0), tzinfo=camp.tz)
-            sent = await self.outbox.sms_sent_since(wanted, day_start)
-            for rid in wanted:
-                self._sms_today[(rid, day)] = sent.get(rid, 0)
-
     def _context(
-        self, msg: Claimed, person: Person, counts: Counts, now: datetime
-    ) -> tuple[dict[str, Any] | None, tuple[Attachment, ...]]:
+        self,
+        msg: Claimed,
+        person: Person,
+        counts: Counts,
+        now: datetime,
+        previous: list[dict[str, Any]] | None = None,
+    ) -> tuple[str, dict[str, Any] | None, tuple[Attachment, ...], str]:
+        """(kind, context or None if nothing is left to say, attachments, why not)."""
         rt = self.runtime
         model = rt.model
         if msg.kind == "digest":
-            rows = digest_rows(
-                model, rt.still_overdue(msg.units, msg.periods, msg.due_at, counts), counts, now
-            )
-            if not rows:
-                return None, ()
-            kind = model.schedule.campaign.digest.attachment
-            if msg.channel != "email" or kind == "none":
-                return digest_context(model, person, rows, now), ()
-            stamp = now.astimezone(model.schedule.campaign.tz).strftime("%Y%m%d")
-            att = (
-                Attachment(f"逾期名单{stamp}.xlsx", digest_xlsx(rows), XLSX_MIME)
-                if kind == "xlsx"
-                else Attachment(f"逾期名单{stamp}.csv", digest_csv(rows), "text/csv")
-            )
-            return digest_context(model, person, rows, now), (att,)
-        unit = msg.units[0]
-        occs = [o for k in msg.periods if (o := rt.occurrence(k)) is not None]
-        if unit not in model.directory.units or not occs:
-            return None, ()
-        if msg.kind != "notice":
-            occs = [
-                o
-                for o in occs
-                if counts.get((unit, o.obligation, o.period), 0) < o.quota_min
-                and model.owes(unit, o.obligation)
-            ]
-            if not occs:
-                return None, ()
-        return unit_context(model, person, msg.kind, unit, occs, counts, now), ()
+            return self._digest(msg, person, counts, now, previous)
+        entries, dropped = recheck_items(rt, msg, counts, now)
+        if not entries:
+            return msg.kind, None, (), dropped
+        top = most_urgent([k for k, _, _ in entries])
+        return top, bundle_context(model, person, top, entries, counts, now), (), ""
+
+    def _digest(
+        self,
+        msg: Claimed,
+        person: Person,
+        counts: Counts,
+        now: datetime,
+        previous: list[dict[str, Any]] | None,
+    ) -> tuple[str, dict[str, Any] | None, tuple[Attachment, ...], str]:
+        rt = self.runtime
+        model = rt.model
+        rows = digest_rows(
+            model, rt.still_overdue(msg.units, msg.periods, msg.due_at, counts), counts, now
+        )
+        if not rows:
+            return "digest", None, (), "submitted meanwhile"
+        before = (
+            None
+            if previous is None
+            else {f"{it['unit']}/{it['obligation']}@{it['period']}" for it in previous}
+        )
+        now_keys = {r["key"] for r in rows}
+        resolved = digest_rows(
+            model,
+            [
+                (it["unit"], f"{it['obligation']}@{it['period']}")
+                for it in previous or ()
+                if f"{it['unit']}/{it['obligation']}@{it['period']}" not in now_keys
+                and it["unit"] in model.directory.units
+            ],
+            counts,
+            now,
+        )
+        ctx = digest_context(model, person, rows, now, before, resolved)
+        spec = model.schedule.campaign.digest
+        if (
+            spec.cadence_of(person.id) == "changes"
+            and before is not None
+            and not ctx["digest"]["new"]
+            and not resolved
+        ):
+            return "digest", None, (), "unchanged since the last digest"
+        if msg.channel != "email" or spec.attachment == "none":
+            return "digest", ctx, (), ""
+        stamp = now.astimezone(model.schedule.campaign.tz).strftime("%Y%m%d")
+        att = (
+            Attachment(f"逾期名单{stamp}.xlsx", digest_xlsx(rows), XLSX_MIME)
+            if spec.attachment == "xlsx"
+            else Attachment(f"逾期名单{stamp}.csv", digest_csv(rows), "text/csv")
+        )
+        return "digest", ctx, (att,), ""
 
     def _envelope(
-        self, msg: Claimed, person: Person, ctx: dict[str, Any], attachments: tuple[Attachment, ...]
+        self,
+        msg: Claimed,
+        kind: str,
+        person: Person,
+        ctx: dict[str, Any],
+        attachments: tuple[Attachment, ...],
     ) -> Envelope:
-        rendered = self.runtime.templates.render(msg.kind, msg.channel, ctx)
+        rendered = self.runtime.templates.render(kind, msg.channel, ctx)
         address = (person.email if msg.channel == "email" else person.mobile) or msg.address
         return Envelope(
             key=msg.key,
@@ -320,7 +384,7 @@ class Dispatcher:
             text=rendered.text,
             html=rendered.html,
             attachments=attachments,
-            sms_template=msg.kind if msg.channel == "sms" else None,
+            sms_template=kind if msg.channel == "sms" else None,
             sms_params=rendered.sms_params or {},
         )
 
@@ -348,8 +412,10 @@ class Dispatcher:
                 return await self._end(
                     msg, now, "failed", error, outcome="permanent", duration_ms=ms
                 )
+            self._channel_failed(msg.channel, now, error)
             attempts = msg.attempts + 1
-            if attempts >= self.policy.max_attempts:
+            limit = self.policy.max_attempts
+            if limit is not None and attempts >= limit:
                 return await self._end(
                     msg,
                     now,
@@ -359,6 +425,17 @@ class Dispatcher:
                     duration_ms=ms,
                 )
             delay = self.policy.delay(attempts, self.rng, exc.retry_after)
+            if msg.expires_at is not None and now + timedelta(seconds=delay) > msg.expires_at:
+                return await self._end(
+                    msg,
+                    now,
+                    "failed",
+                    f"gave up after {attempts} attempts: it stops making sense at "
+                    f"{msg.expires_at.astimezone(self.runtime.model.schedule.campaign.tz).isoformat()}"
+                    f"; last error: {error}",
+                    outcome="transient",
+                    duration_ms=ms,
+                )
             return self._record(
                 msg,
                 self.outbox.retry_later(
@@ -367,6 +444,8 @@ class Dispatcher:
                 "retried",
             )
         ms = int((time.perf_counter() - started) * 1000)
+        if self._failing.pop(msg.channel, None) is not None:
+            log.info("channel recovered", channel=msg.channel)
         log.debug("sent", key=msg.key, channel=msg.channel, to=mask_address(envelope.address))
         return self._record(
             msg,
@@ -384,6 +463,20 @@ class Dispatcher:
             ),
             "sent",
         )
+
+    def _channel_failed(self, channel: str, now: datetime, error: str) -> None:
+        """Log loudly (once per outage) when a channel fails for longer than the threshold."""
+        since, alarmed = self._failing.get(channel, (now, False))
+        if not alarmed and now - since >= self.policy.alarm_after:
+            log.error(
+                "channel failing",
+                channel=channel,
+                since=since.isoformat(),
+                minutes=int((now - since).total_seconds() // 60),
+                last_error=error[:200],
+            )
+            alarmed = True
+        self._failing[channel] = (since, alarmed)
 
     async def _already_accepted(
         self, channel: StatusQuery, envelope: Envelope, msg: Claimed
@@ -428,3 +521,40 @@ class Dispatcher:
             ),
             status,
         )
+
+
+def recheck_items(
+    rt: Runtime, msg: Claimed, counts: Counts, now: datetime
+) -> tuple[list[tuple[str, str, Occurrence]], str]:
+    """The bundle's items that still have a reason, as (kind, unit, occurrence).
+
+    An item is dropped when its unit submitted (quota minimum met), no longer owes the
+    obligation or left the directory, or when it stopped making sense (its own expiry).
+    The second value says why, when nothing is left.
+    """
+    model = rt.model
+    items = msg.items or tuple(
+        {"kind": msg.kind, "unit": u, "obligation": k.partition("@")[0],
+         "period": k.partition("@")[2], "expires": None}
+        for u in msg.units for k in msg.periods
+    )  # fmt: skip
+    out: list[tuple[str, str, Occurrence]] = []
+    why: set[str] = set()
+    for it in items:
+        unit, kind = it["unit"], it["kind"]
+        occ = model.occurrence(it["obligation"], it["period"])
+        if occ is None or unit not in model.directory.units:
+            why.add("no longer in the schedule or directory")
+            continue
+        if kind != "notice" and (
+            counts.get((unit, occ.obligation, occ.period), 0) >= occ.quota_min
+            or not model.owes(unit, occ.obligation)
+        ):
+            why.add("submitted meanwhile")
+            continue
+        expires = it.get("expires")
+        if expires and now > datetime.fromisoformat(expires):
+            why.add("expired")
+            continue
+        out.append((kind, unit, occ))
+    return out, ", ".join(sorted(why))

@@ -85,6 +85,10 @@ async def _export(outbox: Outbox, model: CampaignModel, out: Path) -> int:
                 else None,
                 "periods": list(r["periods"]),
                 "units": list(r["units"]),
+                "items": [
+                    {k: it[k] for k in ("obligation", "period", "unit", "step")}
+                    for it in r["items"] or ()
+                ],
                 "subject": r["subject"],
                 "body": r["body"],
             }
@@ -95,6 +99,10 @@ async def _export(outbox: Outbox, model: CampaignModel, out: Path) -> int:
             state = {
                 "key": r["idem_key"],
                 "status": r["status"],
+                "kind": r["kind"],
+                "channel": r["channel"],
+                "recipient": r["recipient_id"],
+                "due": r["due_at"].astimezone(tz).isoformat(),
                 "reason": r["reason"],
                 "attempts": r["attempts"],
             }
