@@ -2,4 +2,5 @@
 
 from __future__ import annotations
 
-from tests.test_dispatcher import world  # noqa: F401  (the fixture, shared)
+from tests.test_cli import cli, state_dir  # noqa: F401  (the fixtures, shared)
+from tests.test_dispatcher import world  # noqa: F401
