@@ -28,12 +28,9 @@ from .channels.base import (
     mask_address,
 )
 from .clock import Clock
-from .digests import XLSX_MIME, digest_context, digest_csv, digest_rows, digest_xlsx
+from .compose import compose
 from .directory import Person
 from .errors import ConfigError
-from .messages import bundle_context
-from .occurrences import Occurrence
-from .planner import most_urgent
 from .runtime import Runtime
 from .status import Counts
 from .steps import window_open
@@ -211,7 +208,7 @@ class Dispatcher:
                 previous = await self.outbox.last_sent_items(
                     msg.recipient_id, msg.channel, "digest", now
                 )
-            kind, ctx, attachments, dropped = self._context(msg, person, counts, now, previous)
+            kind, ctx, attachments, dropped = compose(rt, msg, person, counts, now, previous)
             if ctx is None:
                 return await self._end(msg, now, "cancelled", f"reason disappeared: {dropped}")
             envelope = self._envelope(msg, kind, person, ctx, attachments)
@@ -294,76 +291,6 @@ class Dispatcher:
             ),
             "deferred",
         )
-
-    def _context(
-        self,
-        msg: Claimed,
-        person: Person,
-        counts: Counts,
-        now: datetime,
-        previous: list[dict[str, Any]] | None = None,
-    ) -> tuple[str, dict[str, Any] | None, tuple[Attachment, ...], str]:
-        """(kind, context or None if nothing is left to say, attachments, why not)."""
-        rt = self.runtime
-        model = rt.model
-        if msg.kind == "digest":
-            return self._digest(msg, person, counts, now, previous)
-        entries, dropped = recheck_items(rt, msg, counts, now)
-        if not entries:
-            return msg.kind, None, (), dropped
-        top = most_urgent([k for k, _, _ in entries])
-        return top, bundle_context(model, person, top, entries, counts, now), (), ""
-
-    def _digest(
-        self,
-        msg: Claimed,
-        person: Person,
-        counts: Counts,
-        now: datetime,
-        previous: list[dict[str, Any]] | None,
-    ) -> tuple[str, dict[str, Any] | None, tuple[Attachment, ...], str]:
-        rt = self.runtime
-        model = rt.model
-        rows = digest_rows(
-            model, rt.still_overdue(msg.units, msg.periods, msg.due_at, counts), counts, now
-        )
-        if not rows:
-            return "digest", None, (), "submitted meanwhile"
-        before = (
-            None
-            if previous is None
-            else {f"{it['unit']}/{it['obligation']}@{it['period']}" for it in previous}
-        )
-        now_keys = {r["key"] for r in rows}
-        resolved = digest_rows(
-            model,
-            [
-                (it["unit"], f"{it['obligation']}@{it['period']}")
-                for it in previous or ()
-                if f"{it['unit']}/{it['obligation']}@{it['period']}" not in now_keys
-                and it["unit"] in model.directory.units
-            ],
-            counts,
-            now,
-        )
-        ctx = digest_context(model, person, rows, now, before, resolved)
-        spec = model.schedule.campaign.digest
-        if (
-            spec.cadence_of(person.id) == "changes"
-            and before is not None
-            and not ctx["digest"]["new"]
-            and not resolved
-        ):
-            return "digest", None, (), "unchanged since the last digest"
-        if msg.channel != "email" or spec.attachment == "none":
-            return "digest", ctx, (), ""
-        stamp = now.astimezone(model.schedule.campaign.tz).strftime("%Y%m%d")
-        att = (
-            Attachment(f"逾期名单{stamp}.xlsx", digest_xlsx(rows), XLSX_MIME)
-            if spec.attachment == "xlsx"
-            else Attachment(f"逾期名单{stamp}.csv", digest_csv(rows), "text/csv")
-        )
-        return "digest", ctx, (att,), ""
 
     def _envelope(
         self,
@@ -521,40 +448,3 @@ class Dispatcher:
             ),
             status,
         )
-
-
-def recheck_items(
-    rt: Runtime, msg: Claimed, counts: Counts, now: datetime
-) -> tuple[list[tuple[str, str, Occurrence]], str]:
-    """The bundle's items that still have a reason, as (kind, unit, occurrence).
-
-    An item is dropped when its unit submitted (quota minimum met), no longer owes the
-    obligation or left the directory, or when it stopped making sense (its own expiry).
-    The second value says why, when nothing is left.
-    """
-    model = rt.model
-    items = msg.items or tuple(
-        {"kind": msg.kind, "unit": u, "obligation": k.partition("@")[0],
-         "period": k.partition("@")[2], "expires": None}
-        for u in msg.units for k in msg.periods
-    )  # fmt: skip
-    out: list[tuple[str, str, Occurrence]] = []
-    why: set[str] = set()
-    for it in items:
-        unit, kind = it["unit"], it["kind"]
-        occ = model.occurrence(it["obligation"], it["period"])
-        if occ is None or unit not in model.directory.units:
-            why.add("no longer in the schedule or directory")
-            continue
-        if kind != "notice" and (
-            counts.get((unit, occ.obligation, occ.period), 0) >= occ.quota_min
-            or not model.owes(unit, occ.obligation)
-        ):
-            why.add("submitted meanwhile")
-            continue
-        expires = it.get("expires")
-        if expires and now > datetime.fromisoformat(expires):
-            why.add("expired")
-            continue
-        out.append((kind, unit, occ))
-    return out, ", ".join(sorted(why))
