@@ -36,19 +36,6 @@ URGENCY: dict[str, int] = {"escalation": 0, "overdue": 1, "reminder": 2, "notice
 Item = tuple[str, str, str, str, str, datetime]
 
 
-def item_dict(item: Item) -> dict[str, str]:
-    """The stored (JSON) form of an item."""
-    kind, obligation, period, unit, step, expires = item
-    return {
-        "obligation": obligation,
-        "period": period,
-        "unit": unit,
-        "step": step,
-        "kind": kind,
-        "expires": expires.isoformat(),
-    }
-
-
 def most_urgent(kinds: Iterator[str] | list[str]) -> str:
     return min(kinds, key=URGENCY.__getitem__)
 
@@ -264,6 +251,7 @@ class Planner:
         out: list[PlannedMessage] = []
         tz, camp = self._camp.tz, self._camp.key
         people = self._people
+        iso: dict[datetime, str] = {}  # a catch-up has millions of items and a few expiries
         for (channel, at, stale), recipients in groups.items():
             stamp = at.astimezone(tz).strftime("%Y-%m-%dT%H:%M")
             for pid, items in recipients.items():
@@ -300,7 +288,18 @@ class Planner:
                         expires,
                         "stale" if stale else "pending",
                         reason,
-                        [item_dict(it) for it in items],
+                        [
+                            {
+                                "obligation": it[1],
+                                "period": it[2],
+                                "unit": it[3],
+                                "step": it[4],
+                                "kind": it[0],
+                                "expires": iso.get(it[5])
+                                or iso.setdefault(it[5], it[5].isoformat()),
+                            }
+                            for it in items
+                        ],
                     )
                 )
         return out
