@@ -484,7 +484,7 @@ async def _mixed_week(world: World) -> dict[str, dict[str, Any]]:
     await world.submit("siping", "weekly-progress", "2023-W21", "2023-05-26T08:00")
     await world.replay("2023-05-27T00:00")
     rows = await world.rows()
-    assert {r["status"] for r in rows.values()} == {"sent", "failed"}  # the scenario did fail
+    assert {r["status"] for r in rows.values()} >= {"sent", "failed"}  # the scenario did fail
     return rows
 
 

@@ -73,9 +73,13 @@ def test_a_long_list_is_summarised_in_the_body(model: CampaignModel, templates_d
     assert model.directory.units["baicheng"].name not in text
 
 
-async def test_the_next_digest_says_what_is_new_and_what_was_resolved(world: World) -> None:
+async def test_the_next_digest_says_what_is_new_and_what_was_resolved(
+    world: World, daily_runtime: Runtime
+) -> None:
     """nongan registers 05-24 10:00: the supervisor's next digest lists it resolved; the one
     after that says nothing changed."""
+    world.runtime = daily_runtime
+    world.reconciler.swap(daily_runtime)
     await world.at("2023-05-18T09:00")
     await world.replay("2023-05-23T10:00")
     await world.submit("nongan", "liaison-registration", "2023-05-22", "2023-05-24T10:00")
@@ -109,26 +113,22 @@ def test_a_weekly_reader_gets_the_digest_on_their_weekday_only(
 
 
 @pytest.fixture
-def changes_runtime(
+def daily_runtime(
     write_schedule: Callable[[str], Path],
     schedule_path: Path,
     contacts_dir: Path,
     templates_dir: Path,
 ) -> Runtime:
-    """The shipped campaign with every supervisor on cadence ``changes``."""
-    text = schedule_path.read_text(encoding="utf-8").replace(
-        "    attachment: csv\n", "    attachment: csv\n    cadence: changes\n"
-    )
+    """The shipped campaign with every supervisor on cadence ``daily``."""
+    text = schedule_path.read_text(encoding="utf-8")
+    assert text.count("    cadence: changes\n") == 1, "the shipped schedule changed"
+    text = text.replace("    cadence: changes\n", "    cadence: daily\n")
     return Runtime.load(write_schedule(text), contacts_dir, templates_dir)
 
 
-async def test_an_only_when_changed_reader_gets_no_unchanged_digest(
-    world: World, changes_runtime: Runtime
-) -> None:
-    """cadence changes: a digest identical to the last one is cancelled with that reason."""
-    runtime = changes_runtime
-    world.runtime = runtime
-    world.reconciler.swap(runtime)
+async def test_an_only_when_changed_reader_gets_no_unchanged_digest(world: World) -> None:
+    """cadence changes (shipped): a digest identical to the last one is cancelled, saying so."""
+    assert world.runtime.model.schedule.campaign.digest.cadence == "changes"
     await world.at("2023-05-18T09:00")
     await world.replay("2023-05-24T10:00")  # 05-23 lists the late registrations; 05-24 the same
     rows = [r for r in (await world.rows()).values() if r["kind"] == "digest"]
