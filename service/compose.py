@@ -54,19 +54,15 @@ def _digest(
     )
     if not rows:
         return "digest", None, (), "submitted meanwhile"
-    before = (
-        None
-        if previous is None
-        else {f"{it['unit']}/{it['obligation']}@{it['period']}" for it in previous}
-    )
+    last = None if previous is None else digest_entries(previous)
+    before = None if last is None else {f"{u}/{k}" for u, k in last}
     now_keys = {r["key"] for r in rows}
     resolved = digest_rows(
         model,
         [
-            (it["unit"], f"{it['obligation']}@{it['period']}")
-            for it in previous or ()
-            if f"{it['unit']}/{it['obligation']}@{it['period']}" not in now_keys
-            and it["unit"] in model.directory.units
+            (u, k)
+            for u, k in last or ()
+            if f"{u}/{k}" not in now_keys and u in model.directory.units
         ],
         counts,
         now,
@@ -126,3 +122,12 @@ def recheck_items(
             continue
         out.append((kind, unit, occ))
     return out, ", ".join(sorted(why))
+
+
+def digest_entries(items: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """(unit, occurrence key) pairs of a digest's stored items (one item per occurrence)."""
+    return [
+        (u, f"{it['obligation']}@{it['period']}")
+        for it in items
+        for u in it.get("units") or [it["unit"]]
+    ]

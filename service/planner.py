@@ -22,6 +22,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from .counts import CountTable
 from .directory import Person
@@ -34,6 +35,10 @@ URGENCY: dict[str, int] = {"escalation": 0, "overdue": 1, "reminder": 2, "notice
 
 # (kind, obligation, period, unit, step name, expires_at): one reason to write.
 Item = tuple[str, str, str, str, str, datetime]
+
+
+def _urgency_key(item: Item) -> tuple[int, str, str, str, str]:
+    return URGENCY[item[0]], item[1], item[2], item[3], item[4]
 
 
 def most_urgent(kinds: Iterator[str] | list[str]) -> str:
@@ -58,7 +63,7 @@ class PlannedMessage:
     expires_at: datetime
     status: str = "pending"  # or "stale" when planned after it stopped making sense
     reason: str = ""
-    items: list[dict[str, str]] = field(default_factory=list)
+    items: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -131,7 +136,9 @@ class Planner:
             opens = {ch: self._open(step.moment, ch) for ch in channels}
             ready = [k for k in acc if opens[k[0]] is None or k[1] < opens[k[0]]]  # type: ignore[operator]
             if ready:
-                yield self._bundles({k: acc.pop(k) for k in ready}, now)
+                with _gc_paused():
+                    bundles = self._bundles({k: acc.pop(k) for k in ready}, now)
+                yield bundles
             timing = {
                 ch: self._timing(step.moment, step.expires_at, ch, now, opens[ch], floors[ch])
                 for ch in step.channels
@@ -139,7 +146,9 @@ class Planner:
             with _gc_paused():
                 self._collect(step, counts, timing, acc)
         if acc:
-            yield self._bundles(acc, now)
+            with _gc_paused():
+                bundles = self._bundles(acc, now)
+            yield bundles
         slot = self.timeline.latest_slot(since, now)
         if slot is not None:
             yield self.digest_messages(slot, counts, now)
@@ -252,6 +261,7 @@ class Planner:
         tz, camp = self._camp.tz, self._camp.key
         people = self._people
         iso: dict[datetime, str] = {}  # a catch-up has millions of items and a few expiries
+        reasons: dict[tuple[datetime, datetime], str] = {}
         for (channel, at, stale), recipients in groups.items():
             stamp = at.astimezone(tz).strftime("%Y-%m-%dT%H:%M")
             for pid, items in recipients.items():
@@ -259,27 +269,31 @@ class Planner:
                 address = _address(person, channel)
                 if address is None:
                     continue
-                items.sort(key=lambda it: (URGENCY[it[0]], it[1], it[2], it[3], it[4]))
-                first = items[0]
-                obligations = {it[1] for it in items}
-                expires = max(it[5] for it in items)
+                if len(items) == 1:  # most bundles of a national catch-up: no sets, no sort
+                    first = items[0]
+                    expires, one_obligation = first[5], True
+                    periods: tuple[str, ...] = (f"{first[1]}@{first[2]}",)
+                    units: tuple[str, ...] = (first[3],)
+                else:
+                    items.sort(key=_urgency_key)
+                    first = items[0]
+                    expires = max(it[5] for it in items)
+                    one_obligation = all(it[1] == first[1] for it in items)
+                    periods = tuple(sorted({f"{it[1]}@{it[2]}" for it in items}))
+                    units = tuple(sorted({it[3] for it in items}))
                 reason = ""
                 if stale:
-                    reason = (
-                        f"planned at {now.isoformat()}, after it stopped making sense "
-                        f"({expires.isoformat()}); the service was not running at "
-                        f"{at.isoformat()}"
-                        if now > expires
-                        else "no sending window before it stops making sense"
+                    reason = reasons.get((expires, at)) or reasons.setdefault(
+                        (expires, at), self._stale_reason(now, expires, at)
                     )
                 out.append(
                     PlannedMessage(
                         f"{camp}/{stamp}/{pid}/{channel}" + ("/stale" if stale else ""),
                         first[0],  # type: ignore[arg-type]
                         first[4],
-                        first[1] if len(obligations) == 1 else None,
-                        tuple(sorted({f"{it[1]}@{it[2]}" for it in items})),
-                        tuple(sorted({it[3] for it in items})),
+                        first[1] if one_obligation else None,
+                        periods,
+                        units,
                         pid,
                         channel,
                         address,
@@ -303,6 +317,15 @@ class Planner:
                     )
                 )
         return out
+
+    @staticmethod
+    def _stale_reason(now: datetime, expires: datetime, at: datetime) -> str:
+        if now > expires:
+            return (
+                f"planned at {now.isoformat()}, after it stopped making sense "
+                f"({expires.isoformat()}); the service was not running at {at.isoformat()}"
+            )
+        return "no sending window before it stops making sense"
 
     def overdue_for_digest(
         self, slot: datetime, counts: Counts
@@ -338,11 +361,17 @@ class Planner:
             if cadence.startswith("weekly:") and cadence != f"weekly:{weekday}":
                 continue  # a weekly reader gets the list on their weekday only
             units = tuple(sorted({u for u, _ in entries}))
-            periods = tuple(sorted({k for _, k in entries}))
+            periods = tuple(sorted({k for _, k in entries}))  # fmt: skip
+            # One item per occurrence listing its units: a national digest names ~10^5
+            # (unit, period) pairs, and a dict for each would dominate a busy cycle.
+            by_occ: dict[str, list[str]] = defaultdict(list)
+            for u, k in entries:
+                by_occ[k].append(u)
+            until = expires.isoformat()
             items = [
-                {"obligation": k.partition("@")[0], "period": k.partition("@")[2], "unit": u,
-                 "step": "digest", "kind": "digest", "expires": expires.isoformat()}
-                for u, k in sorted(entries)
+                {"obligation": k.partition("@")[0], "period": k.partition("@")[2],
+                 "units": sorted(us), "step": "digest", "kind": "digest", "expires": until}
+                for k, us in sorted(by_occ.items())
             ]  # fmt: skip
             for channel in spec.channels:
                 address = _address(person, channel)

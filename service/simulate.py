@@ -86,9 +86,15 @@ async def _export(outbox: Outbox, model: CampaignModel, out: Path) -> int:
                 "periods": list(r["periods"]),
                 "units": list(r["units"]),
                 "items": [
-                    {k: it[k] for k in ("obligation", "period", "unit", "step")}
+                    {
+                        "obligation": it["obligation"],
+                        "period": it["period"],
+                        "unit": u,
+                        "step": it["step"],
+                    }
                     for it in r["items"] or ()
-                ],
+                    for u in it.get("units") or [it["unit"]]
+                ],  # fmt: skip
                 "subject": r["subject"],
                 "body": r["body"],
             }

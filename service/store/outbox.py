@@ -233,7 +233,9 @@ class Outbox:
                 inserted = {r[0] for r in (await conn.execute(stmt, rows)).all()}
                 new += len(inserted)
                 if len(inserted) < len(chunk):
-                    clashes = [m for m in chunk if m.key not in inserted and m.items]
+                    clashes = [
+                        m for m in chunk if m.key not in inserted and m.items and m.kind != "digest"
+                    ]
                     new += await self._merge(conn, clashes, now)
         return new
 
