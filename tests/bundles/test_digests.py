@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from service.digests import digest_context, digest_rows
+from service.errors import ConfigError
 from service.model import CampaignModel, load_model
 from service.planner import Planner
 from service.runtime import Runtime
@@ -139,3 +140,17 @@ async def test_an_only_when_changed_reader_gets_no_unchanged_digest(world: World
         "cancelled",
         "reason disappeared: unchanged since the last digest",
     )
+
+
+def test_a_cadence_for_someone_not_a_supervisor_is_refused(
+    write_schedule: Callable[[str], Path], schedule_path: Path, contacts_dir: Path
+) -> None:
+    """cadence_by_person naming an unknown supervisor is a located error; nothing loads."""
+    text = schedule_path.read_text(encoding="utf-8").replace(
+        "    cadence: changes\n", "    cadence: changes\n    cadence_by_person: {nobody: daily}\n"
+    )
+    with pytest.raises(ConfigError) as err:
+        load_model(write_schedule(text), contacts_dir)
+    (problem,) = err.value.problems
+    assert problem.field == "campaign.digest.cadence_by_person.nobody"
+    assert "not a supervisor" in problem.message
