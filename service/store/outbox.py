@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -77,6 +78,7 @@ def _item_id(item: dict[str, Any]) -> tuple[str, str, str, str]:
     return item["obligation"], item["period"], item["unit"], item["step"]
 
 
+_PG_PLANNING_LOCK = 0x5EC0_0002  # advisory lock class (db.py's migration lock is 0x5EC0_0001)
 _URGENCY = {"escalation": 0, "overdue": 1, "reminder": 2, "notice": 3, "digest": 4}
 
 
@@ -316,6 +318,30 @@ class Outbox:
             ],
         )  # fmt: skip
         return len(result.all())
+
+    @asynccontextmanager
+    async def planning_lock(self) -> AsyncIterator[None]:
+        """One planner of this campaign at a time across replicas (PostgreSQL).
+
+        Two replicas that read the same ``planned_through`` on either side of a window
+        opening would name the catch-up bundle differently (its moment is the opening of the
+        planner's window period) and send the backlog twice. Serialised, the second one
+        reads the first one's end and plans only what is left. A session lock on a
+        connection of its own: a crash ends the session and frees it. SQLite has a single
+        writer and no replicas: nothing to do.
+        """
+        if not self._pg:
+            yield
+            return
+        args = {"k": _PG_PLANNING_LOCK, "c": self.campaign}
+        async with self.engine.connect() as conn:
+            await conn.execute(sa.text("SELECT pg_advisory_lock(:k, hashtext(:c))"), args)
+            await conn.commit()
+            try:
+                yield
+            finally:
+                await conn.execute(sa.text("SELECT pg_advisory_unlock(:k, hashtext(:c))"), args)
+                await conn.commit()
 
     async def planned_through(self) -> datetime | None:
         async with self.engine.connect() as conn:

@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections import Counter
 from dataclasses import replace
 
+import pytest
+
+from service.clock import VirtualClock
+from service.cycle import Reconciler
+from service.dispatcher import Dispatcher
 from service.model import CampaignModel
 from service.planner import Planner
 from service.steps import Timeline
-from tests.test_dispatcher import World, local
+from service.store.ledger import Ledger
+from service.store.outbox import Outbox
+from tests.test_dispatcher import CAMPAIGN, World, _second_engine, local
 
 
 def test_two_planners_in_one_window_period_name_the_catch_up_bundle_alike(
@@ -60,3 +69,38 @@ async def test_items_for_a_bundle_already_sent_become_a_follow_up_not_lost(world
     assert rows[bundle.key]["status"] == "sent"
     follow_up = rows[bundle.key + "/more"]
     assert follow_up["status"] == "pending" and len(follow_up["items"]) == len(bundle.items) - 1
+
+
+async def test_replicas_planning_across_a_window_opening_never_duplicate_an_item(
+    world: World,
+) -> None:
+    """Two replicas catch up the same downtime at 19:59 and 20:01 (either side of the
+    window's close): planning is serialised, so no item lands in two bundles."""
+    if world.engine.dialect.name != "postgresql":
+        pytest.skip("replicas share PostgreSQL; SQLite has one writer and no replicas")
+    await world.outbox.set_planned_through(local("2023-06-14T10:00"), local("2023-06-14T10:00"))
+    other = await _second_engine(world.engine)
+    try:
+        late_clock = VirtualClock(local("2023-06-26T20:01"))
+        outbox = Outbox(other, CAMPAIGN)
+        ledger = Ledger(other, CAMPAIGN, late_clock)
+        second = Reconciler(
+            world.runtime,
+            outbox,
+            ledger,
+            Dispatcher(world.runtime, outbox, ledger, {}, late_clock, "w2"),
+            late_clock,
+        )
+        await world.at("2023-06-26T19:59")
+        await asyncio.gather(world.reconciler.plan(), second.plan())
+    finally:
+        await other.dispose()
+    seen: Counter[tuple[str, ...]] = Counter()
+    for row in (await world.rows()).values():
+        if row["status"] == "stale" or row["kind"] == "digest":
+            continue
+        for it in row["items"]:
+            seen[
+                (row["recipient_id"], row["channel"], it["obligation"], it["period"], it["step"])
+            ] += 1
+    assert seen and max(seen.values()) == 1
