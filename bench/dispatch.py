@@ -242,8 +242,16 @@ async def firing_lateness(
         planned = runtime.planner.plan({}, BUSY_MOMENT - timedelta(minutes=1), BUSY_MOMENT)
         messages = [m for m in planned.messages if m.channel == "email"][:n]
         now = clock.now()
+        later = now + timedelta(1)
         messages = [
-            dataclasses.replace(m, due_at=now, next_attempt_at=now, expires_at=now + timedelta(1))
+            dataclasses.replace(
+                m,
+                due_at=now,
+                next_attempt_at=now,
+                expires_at=later,
+                # each item of a bundle expires on its own too (re-checked at send time)
+                items=[dict(it, expires=later.isoformat()) for it in m.items],
+            )
             for m in messages
         ]
         await app.outbox.insert(messages, now)

@@ -46,6 +46,10 @@ class Reconciler:
         self.dispatcher.runtime = runtime
 
     async def plan(self) -> tuple[int, int]:
+        async with self.outbox.planning_lock():
+            return await self._plan()
+
+    async def _plan(self) -> tuple[int, int]:
         now = self.clock.now()
         since = await self.outbox.planned_through()
         end = self.runtime.timeline.end

@@ -29,11 +29,12 @@ from .channels.base import (
     mask_text,
 )
 from .clock import Clock
+from .compose import compose
 from .directory import Person
-from .messages import XLSX_MIME, digest_context, digest_csv, digest_rows, digest_xlsx, unit_context
+from .errors import ConfigError
 from .runtime import Runtime
 from .status import Counts
-from .steps import sms_window_open
+from .steps import window_open
 from .store.ledger import Ledger
 from .store.outbox import Claimed, Outbox
 
@@ -42,9 +43,13 @@ log = structlog.get_logger("service.dispatcher")
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    max_attempts: int = 6
+    # None: a transient failure is retried for as long as the message makes sense (until
+    # it expires), never more than ``max_delay`` apart; a number bounds the attempts too.
+    max_attempts: int | None = None
     base_delay: float = 60.0  # seconds; doubles per attempt
     max_delay: float = 3600.0
+    # A channel failing for this long without a single success is logged as an error.
+    alarm_after: timedelta = timedelta(minutes=15)
     lease: timedelta = timedelta(minutes=5)
     batch: int = 200
     concurrency: int = 8
@@ -82,7 +87,8 @@ class Dispatcher:
     policy: RetryPolicy = RetryPolicy()
     rng: random.Random = field(default_factory=random.Random)
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
-    _sms_today: dict[tuple[str, str], int] = field(default_factory=dict)
+    # channel -> (first failure since its last success, whether the alarm was logged)
+    _failing: dict[str, tuple[datetime, bool]] = field(default_factory=dict)
     # Per run: each message's queued transition (task, intended outcome, key).
     _records: list[tuple[asyncio.Future[bool], str, str]] = field(default_factory=list)
     _recorded_ids: set[int] = field(default_factory=set)  # per batch
@@ -143,7 +149,6 @@ class Dispatcher:
     async def _process_batch(self, batch: list[Claimed], now: datetime) -> None:
         units = sorted({u for m in batch for u in m.units})
         counts = await self.ledger.counts_for(units, as_of=now)
-        await self._load_sms_counts(batch, now)
         sem = asyncio.Semaphore(self.policy.concurrency)
         broken = self._broken
         pending = list(batch)
@@ -197,14 +202,17 @@ class Dispatcher:
                 return await self._end(
                     msg, now, "stale", f"expired at {msg.expires_at.isoformat()}"
                 )
-            if msg.channel == "sms" and (verdict := await self._sms_window(msg, now)):
+            if verdict := await self._window(msg, now):
                 return verdict
-            ctx, attachments = self._context(msg, person, counts, now)
-            if ctx is None:
-                return await self._end(
-                    msg, now, "cancelled", "reason disappeared: submitted meanwhile"
+            previous = None
+            if msg.kind == "digest":
+                previous = await self.outbox.last_sent_items(
+                    msg.recipient_id, msg.channel, "digest", now
                 )
-            envelope = self._envelope(msg, person, ctx, attachments)
+            kind, ctx, attachments, dropped = compose(rt, msg, person, counts, now, previous)
+            if ctx is None:
+                return await self._end(msg, now, "cancelled", f"reason disappeared: {dropped}")
+            envelope = self._envelope(msg, kind, person, ctx, attachments)
         except Exception as exc:  # a template or data bug must not leave the message claimed
             log.exception("message preparation failed", key=msg.key)
             return await self._end(
@@ -212,31 +220,65 @@ class Dispatcher:
             )
         if msg.channel != "sms":
             return await self._send(msg, envelope, now)
-        slot = self._sms_slot(person, now)
-        if self._sms_today.get(slot, 0) >= self.runtime.model.schedule.campaign.sms_daily_cap:
-            cap = self.runtime.model.schedule.campaign.sms_daily_cap
+        return await self._send_capped(msg, kind, envelope, now)
+
+    async def _send_capped(self, msg: Claimed, kind: str, envelope: Envelope, now: datetime) -> str:
+        """The daily SMS cap, per phone number, shared by every replica (a reservation row).
+
+        Urgent beats early: a reminder or notice SMS may not take the last slot of the day
+        (it is cancelled; the e-mail carries it), so an overdue notice or an escalation
+        always finds one; if even that is gone it is deferred to the next day's window,
+        never dropped while it still makes sense.
+        """
+        camp = self.runtime.model.schedule.campaign
+        cap = camp.sms_daily_cap
+        urgent = kind in ("overdue", "escalation")
+        limit = cap if urgent or cap < 2 else cap - 1
+        day = now.astimezone(camp.tz).date()
+        if not await self.outbox.reserve_sms(envelope.address, day.isoformat(), limit):
+            if urgent:
+                tomorrow = datetime.combine(day + timedelta(days=1), dtime(0), tzinfo=camp.tz)
+                opens = self._open(tomorrow, "sms")
+                if opens is not None and (msg.expires_at is None or opens <= msg.expires_at):
+                    return self._record(
+                        msg,
+                        self.outbox.retry_later(
+                            msg,
+                            self.worker,
+                            now,
+                            opens,
+                            f"daily SMS cap reached ({cap} per number): deferred",
+                            count_attempt=False,
+                            outcome="deferred",
+                        ),
+                        "deferred",
+                    )
+            why = "kept for urgent messages" if limit < cap else f"{cap} per number"
             return await self._end(
                 msg,
                 now,
                 "cancelled",
-                f"daily SMS cap reached ({cap} per recipient); the email copy carries the message",
+                f"daily SMS cap reached ({why}); the email copy carries the message",
             )
-        # Reserve before the await so concurrent sends respect the cap; give the slot back
-        # unless the provider accepted the message.
-        self._sms_today[slot] = self._sms_today.get(slot, 0) + 1
         outcome = await self._send(msg, envelope, now)
         if outcome != "sent":
-            self._sms_today[slot] -= 1
+            await self.outbox.release_sms(envelope.address, day.isoformat())
         return outcome
 
-    async def _sms_window(self, msg: Claimed, now: datetime) -> str | None:
-        """Outside the sending window an SMS waits for it (no attempt is counted)."""
+    def _open(self, moment: datetime, channel: str) -> datetime | None:
         camp = self.runtime.model.schedule.campaign
-        opens = sms_window_open(now, camp.sending_window, self.runtime.model.calendar, camp.tz)
-        if opens <= now:
+        try:
+            return window_open(moment, camp.window(channel), self.runtime.model.calendar, camp.tz)
+        except (ConfigError, ValueError):
             return None
-        if msg.expires_at is not None and opens > msg.expires_at:
-            return await self._end(msg, now, "stale", "no SMS sending window before it expired")
+
+    async def _window(self, msg: Claimed, now: datetime) -> str | None:
+        """Outside the channel's sending window a message waits for it (no attempt counted)."""
+        opens = self._open(now, msg.channel)
+        if opens is not None and opens <= now:
+            return None
+        if opens is None or (msg.expires_at is not None and opens > msg.expires_at):
+            return await self._end(msg, now, "stale", "no sending window before it expired")
         return self._record(
             msg,
             self.outbox.retry_later(
@@ -244,73 +286,22 @@ class Dispatcher:
                 self.worker,
                 now,
                 opens,
-                "waiting for the SMS sending window",
+                "waiting for the sending window",
                 count_attempt=False,
                 outcome="deferred",
             ),
             "deferred",
         )
 
-    def _sms_slot(self, person: Person, now: datetime) -> tuple[str, str]:
-        tz = self.runtime.model.schedule.campaign.tz
-        return person.id, now.astimezone(tz).date().isoformat()
-
-    async def _load_sms_counts(self, batch: list[Claimed], now: datetime) -> None:
-        """One query per batch for the daily SMS cap (not one per message)."""
-        camp = self.runtime.model.schedule.campaign
-        local = now.astimezone(camp.tz)
-        day = local.date().isoformat()
-        if any(k[1] != day for k in self._sms_today):
-            self._sms_today = {k: v for k, v in self._sms_today.items() if k[1] == day}
-        wanted = sorted(
-            {m.recipient_id for m in batch if m.channel == "sms"} - {k[0] for k in self._sms_today}
-        )
-        if wanted:
-            day_start = datetime.combine(local.date(), dtime(0), tzinfo=camp.tz)
-            sent = await self.outbox.sms_sent_since(wanted, day_start)
-            for rid in wanted:
-                self._sms_today[(rid, day)] = sent.get(rid, 0)
-
-    def _context(
-        self, msg: Claimed, person: Person, counts: Counts, now: datetime
-    ) -> tuple[dict[str, Any] | None, tuple[Attachment, ...]]:
-        rt = self.runtime
-        model = rt.model
-        if msg.kind == "digest":
-            rows = digest_rows(
-                model, rt.still_overdue(msg.units, msg.periods, msg.due_at, counts), counts, now
-            )
-            if not rows:
-                return None, ()
-            kind = model.schedule.campaign.digest.attachment
-            if msg.channel != "email" or kind == "none":
-                return digest_context(model, person, rows, now), ()
-            stamp = now.astimezone(model.schedule.campaign.tz).strftime("%Y%m%d")
-            att = (
-                Attachment(f"逾期名单{stamp}.xlsx", digest_xlsx(rows), XLSX_MIME)
-                if kind == "xlsx"
-                else Attachment(f"逾期名单{stamp}.csv", digest_csv(rows), "text/csv")
-            )
-            return digest_context(model, person, rows, now), (att,)
-        unit = msg.units[0]
-        occs = [o for k in msg.periods if (o := rt.occurrence(k)) is not None]
-        if unit not in model.directory.units or not occs:
-            return None, ()
-        if msg.kind != "notice":
-            occs = [
-                o
-                for o in occs
-                if counts.get((unit, o.obligation, o.period), 0) < o.quota_min
-                and model.owes(unit, o.obligation)
-            ]
-            if not occs:
-                return None, ()
-        return unit_context(model, person, msg.kind, unit, occs, counts, now), ()
-
     def _envelope(
-        self, msg: Claimed, person: Person, ctx: dict[str, Any], attachments: tuple[Attachment, ...]
+        self,
+        msg: Claimed,
+        kind: str,
+        person: Person,
+        ctx: dict[str, Any],
+        attachments: tuple[Attachment, ...],
     ) -> Envelope:
-        rendered = self.runtime.templates.render(msg.kind, msg.channel, ctx)
+        rendered = self.runtime.templates.render(kind, msg.channel, ctx)
         address = (person.email if msg.channel == "email" else person.mobile) or msg.address
         return Envelope(
             key=msg.key,
@@ -321,7 +312,7 @@ class Dispatcher:
             text=rendered.text,
             html=rendered.html,
             attachments=attachments,
-            sms_template=msg.kind if msg.channel == "sms" else None,
+            sms_template=kind if msg.channel == "sms" else None,
             sms_params=rendered.sms_params or {},
         )
 
@@ -352,8 +343,10 @@ class Dispatcher:
                 return await self._end(
                     msg, now, "failed", error, outcome="permanent", duration_ms=ms
                 )
+            self._channel_failed(msg.channel, now, error)
             attempts = msg.attempts + 1
-            if attempts >= self.policy.max_attempts:
+            limit = self.policy.max_attempts
+            if limit is not None and attempts >= limit:
                 return await self._end(
                     msg,
                     now,
@@ -363,6 +356,17 @@ class Dispatcher:
                     duration_ms=ms,
                 )
             delay = self.policy.delay(attempts, self.rng, exc.retry_after)
+            if msg.expires_at is not None and now + timedelta(seconds=delay) > msg.expires_at:
+                return await self._end(
+                    msg,
+                    now,
+                    "failed",
+                    f"gave up after {attempts} attempts: it stops making sense at "
+                    f"{msg.expires_at.astimezone(self.runtime.model.schedule.campaign.tz).isoformat()}"
+                    f"; last error: {error}",
+                    outcome="transient",
+                    duration_ms=ms,
+                )
             return self._record(
                 msg,
                 self.outbox.retry_later(
@@ -371,6 +375,8 @@ class Dispatcher:
                 "retried",
             )
         ms = int((time.perf_counter() - started) * 1000)
+        if self._failing.pop(msg.channel, None) is not None:
+            log.info("channel recovered", channel=msg.channel)
         log.debug("sent", key=msg.key, channel=msg.channel, to=mask_address(envelope.address))
         return self._record(
             msg,
@@ -388,6 +394,20 @@ class Dispatcher:
             ),
             "sent",
         )
+
+    def _channel_failed(self, channel: str, now: datetime, error: str) -> None:
+        """Log loudly (once per outage) when a channel fails for longer than the threshold."""
+        since, alarmed = self._failing.get(channel, (now, False))
+        if not alarmed and now - since >= self.policy.alarm_after:
+            log.error(
+                "channel failing",
+                channel=channel,
+                since=since.isoformat(),
+                minutes=int((now - since).total_seconds() // 60),
+                last_error=error[:200],
+            )
+            alarmed = True
+        self._failing[channel] = (since, alarmed)
 
     async def _already_accepted(
         self, channel: StatusQuery, envelope: Envelope, msg: Claimed

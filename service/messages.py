@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterable
-from datetime import date, datetime, tzinfo
+from datetime import date, datetime, timedelta, tzinfo
 from typing import Any
 
-from . import sheets
 from .directory import Person
+from .errors import ConfigError
 from .model import CampaignModel
 from .occurrences import Occurrence
 from .schedule import OfficeContact
 from .status import Counts
 
 WEEKDAY_ZH = ("星期一", "星期二", "星期三", "星期四", "星期五", "星期六", "星期日")
-XLSX_MIME = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
 
 def day_label(day: date) -> str:
@@ -69,6 +68,111 @@ def item(model: CampaignModel, occ: Occurrence, count: int, now: datetime) -> di
     }
 
 
+URGENCY_LABELS = (
+    ("late", "已逾期"),
+    ("today", "今日截止"),
+    ("soon", "即将截止"),
+    ("notice", "活动通知"),
+)
+
+
+def late_days(model: CampaignModel, due_at: datetime, now: datetime) -> int:
+    """Whole working days missed since the deadline (0 on its day and the next morning)."""
+    tz = model.schedule.campaign.tz
+    return _late_days(model.calendar, due_at.astimezone(tz).date(), now.astimezone(tz).date())
+
+
+@functools.lru_cache(maxsize=4096)
+def _late_days(cal: Any, due: date, today: date) -> int:
+    n, day = 0, due + timedelta(days=1)
+    while day < today:
+        try:
+            n += cal.is_workday(day)
+        except ConfigError:  # outside the holiday data: count the day
+            n += 1
+        day += timedelta(days=1)
+    return n
+
+
+def late_label(model: CampaignModel, due_at: datetime, now: datetime) -> str:
+    """ "今日到期" / "逾期不足1天" / "逾期N个工作日": never "逾期0天"."""
+    if now <= due_at:
+        tz = model.schedule.campaign.tz
+        same_day = now.astimezone(tz).date() == due_at.astimezone(tz).date()
+        return "今日到期" if same_day else ""
+    n = late_days(model, due_at, now)
+    return f"逾期{n}个工作日" if n else "逾期不足1天"
+
+
+def bundle_context(
+    model: CampaignModel,
+    person: Person,
+    kind: str,
+    entries: Iterable[tuple[str, str, Occurrence]],
+    counts: Counts,
+    now: datetime,
+) -> dict[str, Any]:
+    """A bundle: every item one recipient is owed now, grouped by urgency.
+
+    ``entries`` are (item kind, unit, occurrence). Sections come most urgent first (已逾期,
+    今日截止, 即将截止, then event notices), each by due time.
+    """
+    ctx = base_context(model, person, kind, now)
+    tz = model.schedule.campaign.tz
+    today = now.astimezone(tz).date()
+    units = model.directory.units
+    rows = []
+    for item_kind, unit, occ in entries:
+        row = item(model, occ, counts.get((unit, occ.obligation, occ.period), 0), now)
+        if item_kind == "notice":
+            urgency = "notice"
+        elif item_kind in ("overdue", "escalation") or now > occ.due_at:
+            urgency = "late"
+        elif occ.due_date == today:
+            urgency = "today"
+        else:
+            urgency = "soon"
+        row.update(
+            kind=item_kind,
+            urgency=urgency,
+            unit=unit,
+            unit_name=units[unit].name,
+            late=late_label(model, occ.due_at, now),
+            event=_event(model, occ) if item_kind == "notice" else None,
+        )
+        rows.append((occ.due_at, row))
+    order = {key: i for i, (key, _) in enumerate(URGENCY_LABELS)}
+    rows.sort(key=lambda r: (order[r[1]["urgency"]], r[0], r[1]["title"], r[1]["unit"]))
+    items = [r for _, r in rows]
+    ctx["items"] = items
+    ctx["sections"] = [
+        {"key": key, "label": label, "entries": [r for r in items if r["urgency"] == key]}
+        for key, label in URGENCY_LABELS
+        if any(r["urgency"] == key for r in items)
+    ]
+    ctx["summary"] = {key: sum(r["urgency"] == key for r in items) for key, _ in URGENCY_LABELS} | {
+        "total": sum(r["urgency"] != "notice" for r in items),
+        "all": len(items),
+    }
+    seen = list(dict.fromkeys(r["unit"] for r in items))
+    ctx["units"] = [{"id": u, "name": units[u].name} for u in seen]
+    ctx["unit"] = ctx["units"][0]
+    ctx["first"] = items[0]
+    notices = [r for r in items if r["urgency"] == "notice"]
+    ctx["event"] = notices[0]["event"] if notices else None
+    return ctx
+
+
+def _event(model: CampaignModel, occ: Occurrence) -> dict[str, Any]:
+    ob = model.schedule.obligation(occ.obligation)
+    return {
+        "title": ob.title,
+        "short_title": ob.sms_title,
+        "when": moment_label(occ.due_at, model),
+        "when_short": f"{occ.due_date.month}月{occ.due_date.day}日",
+    }
+
+
 def base_context(model: CampaignModel, person: Person, kind: str, now: datetime) -> dict[str, Any]:
     camp = model.schedule.campaign
     return {
@@ -80,110 +184,14 @@ def base_context(model: CampaignModel, person: Person, kind: str, now: datetime)
     }
 
 
-def unit_context(
-    model: CampaignModel,
-    person: Person,
-    kind: str,
-    unit: str,
-    occurrences: Iterable[Occurrence],
-    counts: Counts,
-    now: datetime,
-) -> dict[str, Any]:
-    ctx = base_context(model, person, kind, now)
-    ctx["unit"] = {"id": unit, "name": model.directory.units[unit].name}
-    occs = list(occurrences)
-    ctx["items"] = [
-        item(model, o, counts.get((unit, o.obligation, o.period), 0), now) for o in occs
-    ]
-    if kind == "notice":
-        occ = occs[0]
-        ob = model.schedule.obligation(occ.obligation)
-        ctx["event"] = {
-            "title": ob.title,
-            "short_title": ob.sms_title,
-            "when": moment_label(occ.due_at, model),
-            "when_short": f"{occ.due_date.month}月{occ.due_date.day}日",
-        }
-    return ctx
-
-
-def digest_rows(
-    model: CampaignModel, entries: Iterable[tuple[str, str]], counts: Counts, now: datetime
-) -> list[dict[str, Any]]:
-    """One row per overdue (unit, occurrence), ordered by obligation then unit."""
-    rows = []
-    for unit, occ_key in entries:
-        obligation, _, period = occ_key.partition("@")
-        occ = model.occurrence(obligation, period)
-        if occ is None:
-            continue
-        count = counts.get((unit, obligation, period), 0)
-        rows.append(
-            {
-                "obligation": obligation,
-                "title": model.schedule.obligation(obligation).title,
-                "unit": unit,
-                "unit_name": model.directory.units[unit].name,
-                "period": period,
-                "period_label": period_label(occ),
-                "due": moment_label(occ.due_at, model),
-                "days_late": max(0, (now - occ.due_at).days),
-                "progress": f"{count}/{occ.quota_min}",
-            }
-        )
-    rows.sort(key=lambda r: (r["obligation"], r["period"], r["unit"]))
-    return rows
-
-
-def digest_context(
-    model: CampaignModel, person: Person, rows: list[dict[str, Any]], now: datetime
-) -> dict[str, Any]:
-    ctx = base_context(model, person, "digest", now)
-    groups: dict[str, dict[str, Any]] = {}
-    for row in rows:
-        groups.setdefault(row["obligation"], {"title": row["title"], "rows": []})["rows"].append(
-            row
-        )
-    scope = model.directory.units[person.scope or ""]
-    ctx["digest"] = {
-        "scope_name": scope.name,
-        "as_of": moment_label(now, model),
-        "groups": list(groups.values()),
-        "total": len(rows),
-        "unit_count": len({r["unit"] for r in rows}),
-    }
-    return ctx
-
-
-HEADER = ("事项", "单位", "单位编码", "周期", "截止时间", "逾期天数", "已报/最低")
-
-
-def _table(rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
-    return [
-        (
-            r["title"],
-            r["unit_name"],
-            r["unit"],
-            r["period_label"] or r["period"],
-            r["due"],
-            r["days_late"],
-            r["progress"],
-        )
-        for r in rows
-    ]
-
-
-def digest_csv(rows: list[dict[str, Any]]) -> bytes:
-    return sheets.csv_bytes(HEADER, _table(rows))
-
-
-def digest_xlsx(rows: list[dict[str, Any]]) -> bytes:
-    widths = (36, 24, 20, 14, 26, 10, 10)
-    return sheets.xlsx_bytes([sheets.Sheet("逾期名单", HEADER, _table(rows), widths)])
-
-
 def sample_contexts(model: CampaignModel) -> list[tuple[str, dict[str, Any]]]:
-    """One realistic context per message kind, from the campaign's own data."""
+    """One realistic context per message kind, from the campaign's own data.
+
+    Bundles are as large as they get in the campaign's busiest shape: a late item, one due
+    that day, one due later and an event notice, so that every section is rendered.
+    """
+    from .digests import digest_context, digest_rows  # local: digests builds on this module
+
     directory = model.directory
     person = next(iter(directory.people))
     supervisor = next(iter(directory.supervisors()), person)
@@ -194,10 +202,14 @@ def sample_contexts(model: CampaignModel) -> list[tuple[str, dict[str, Any]]]:
         occ = max(subs, key=lambda o: o.quota_goal)
         unit = model.owers[occ.obligation][0]
         now = occ.due_at
-        out.extend(
-            (kind, unit_context(model, person, kind, unit, [occ, subs[0]], {}, now))
-            for kind in ("reminder", "overdue", "escalation")
-        )
+        later = [o for o in subs if o.due_at > now][:1]
+        earlier = [o for o in subs if o.due_at < now][:1]
+        for kind in ("reminder", "overdue", "escalation"):
+            late_kind = "overdue" if kind == "reminder" else kind
+            entries = [(late_kind, unit, o) for o in earlier] if kind != "reminder" else []
+            entries += [("reminder", unit, occ)] + [("reminder", unit, o) for o in later]
+            entries += [("notice", unit, o) for o in events[:1]]
+            out.append((kind, bundle_context(model, person, kind, entries, {}, now)))
         rows = digest_rows(
             model, [(u, o.key) for o in subs[:3] for u in model.owers[o.obligation][:3]], {}, now
         )
@@ -206,5 +218,6 @@ def sample_contexts(model: CampaignModel) -> list[tuple[str, dict[str, Any]]]:
     if events:
         occ = events[0]
         unit = model.owers[occ.obligation][0]
-        out.append(("notice", unit_context(model, person, "notice", unit, [occ], {}, occ.due_at)))
+        entries = [("notice", unit, occ)]
+        out.append(("notice", bundle_context(model, person, "notice", entries, {}, occ.due_at)))
     return out

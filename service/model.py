@@ -105,6 +105,17 @@ def build_model(
     for person in directory.supervisors():
         if person.scope and person.scope not in directory.units:
             problems.append(Problem("people", None, "scope", f"unknown unit {person.scope!r}"))
+    supervisors = {p.id for p in directory.supervisors()}
+    for pid in schedule.campaign.digest.cadence_by_person:
+        if pid not in supervisors:
+            problems.append(
+                Problem(
+                    source,
+                    None,
+                    f"campaign.digest.cadence_by_person.{pid}",
+                    f"{pid!r} is not a supervisor in the directory",
+                )
+            )
     if problems:
         raise ConfigError(problems)
     calendar = schedule.calendar(source)

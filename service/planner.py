@@ -2,8 +2,16 @@
 
 Inputs are the loaded campaign (through its :class:`~service.steps.Timeline`), the
 submission counts as of ``now``, the end of the previous planning window and ``now``.
-Output rows carry deterministic idempotency keys, so planning twice (or in two
-processes) and inserting with ON CONFLICT DO NOTHING changes nothing.
+
+An *item* is one reason to write to one person (obligation × period × unit × step). A
+*message* bundles every item one recipient is owed on one channel at one moment (product
+decision: at most one message per person per channel per moment). The bundle's moment is
+the step's moment moved into the channel's sending window; an item planned after its
+window period passed (downtime, a first start mid-campaign) joins the catch-up bundle at
+the opening of the current window period, so one recipient's backlog is one message, and
+every replica planning during that period names it the same. Keys derive from
+(campaign, moment, recipient, channel) only; the outbox merges the items of two planners
+that insert the same key (see ``Outbox.insert``).
 """
 
 from __future__ import annotations
@@ -14,11 +22,27 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from .counts import CountTable
 from .directory import Person
+from .errors import CalendarRangeError
 from .status import Counts
-from .steps import Kind, Step, Timeline, sms_window_open
+from .steps import Kind, Step, Timeline, window_floor, window_open
+
+# Most urgent first: a bundle takes the kind of its most urgent item.
+URGENCY: dict[str, int] = {"escalation": 0, "overdue": 1, "reminder": 2, "notice": 3, "digest": 4}
+
+# (kind, obligation, period, unit, step name, expires_at): one reason to write.
+Item = tuple[str, str, str, str, str, datetime]
+
+
+def _urgency_key(item: Item) -> tuple[int, str, str, str, str]:
+    return URGENCY[item[0]], item[1], item[2], item[3], item[4]
+
+
+def most_urgent(kinds: Iterator[str] | list[str]) -> str:
+    return min(kinds, key=URGENCY.__getitem__)
 
 
 # Not frozen: a catch-up creates millions, and a frozen dataclass's __init__ (one
@@ -39,6 +63,7 @@ class PlannedMessage:
     expires_at: datetime
     status: str = "pending"  # or "stale" when planned after it stopped making sense
     reason: str = ""
+    items: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -77,6 +102,7 @@ class Planner:
         camp = self.model.schedule.campaign
         self._camp = camp
         # ancestor chains let one pass over overdue items feed every supervisor's digest
+        self._people = {p.id: p for p in self.model.directory.people}
         units = self.model.directory.units
         self._ancestors: dict[str, list[str]] = {}
         for uid in units:
@@ -96,107 +122,210 @@ class Planner:
     def iter_plan(
         self, counts: Counts, since: datetime | None, now: datetime
     ) -> Iterator[list[PlannedMessage]]:
-        """The same plan, one step at a time: a national catch-up plans millions of
-        messages, which the caller inserts as they come instead of holding them all."""
+        """The same plan, one bundle moment at a time: a national catch-up plans millions
+        of items, which the caller inserts as they come instead of holding them all.
+
+        Steps come in moment order and a bundle's moment never decreases with the step's,
+        so a bundle is complete (and yielded) once a step opens after its moment.
+        """
         now = min(now, self.timeline.end)
+        channels = sorted({c for st in self.timeline.steps for c in st.channels} | {"email"})
+        floors = {ch: self._floor(now, ch) for ch in channels}
+        acc: dict[tuple[str, datetime, bool], dict[str, list[Item]]] = {}
         for step in self.timeline.steps_between(since, now):
+            opens = {ch: self._open(step.moment, ch) for ch in channels}
+            ready = [k for k in acc if opens[k[0]] is None or k[1] < opens[k[0]]]  # type: ignore[operator]
+            if ready:
+                with _gc_paused():
+                    bundles = self._bundles({k: acc.pop(k) for k in ready}, now)
+                yield bundles
+            timing = {
+                ch: self._timing(step.moment, step.expires_at, ch, now, opens[ch], floors[ch])
+                for ch in step.channels
+            }
             with _gc_paused():
-                messages = self._step_messages(step, counts, now)
-            yield messages
+                self._collect(step, counts, timing, acc)
+        if acc:
+            with _gc_paused():
+                bundles = self._bundles(acc, now)
+            yield bundles
         slot = self.timeline.latest_slot(since, now)
         if slot is not None:
             yield self.digest_messages(slot, counts, now)
 
-    def _timing(
-        self, moment: datetime, expires: datetime, channel: str, now: datetime
-    ) -> tuple[datetime, str, str]:
-        """(next attempt, status, reason): SMS waits for its window; late plans are stale."""
-        next_at = moment
-        if channel == "sms":
-            next_at = sms_window_open(
-                moment, self._camp.sending_window, self.model.calendar, self._camp.tz
+    def _open(self, moment: datetime, channel: str) -> datetime | None:
+        """The first instant at or after ``moment`` in the channel's window (None: none)."""
+        try:
+            return window_open(
+                moment, self._camp.window(channel), self.model.calendar, self._camp.tz
             )
+        except (CalendarRangeError, ValueError):
+            return None  # past the holiday data / no window: nothing can be sent then
+
+    def _floor(self, now: datetime, channel: str) -> datetime | None:
+        try:
+            return window_floor(now, self._camp.window(channel), self.model.calendar, self._camp.tz)
+        except (CalendarRangeError, ValueError):
+            return None
+
+    def _timing(
+        self,
+        moment: datetime,
+        expires: datetime,
+        channel: str,
+        now: datetime,
+        opens: datetime | None,
+        floor: datetime | None,
+    ) -> tuple[datetime, str, str]:
+        """(bundle moment, status, reason) of one step's items on one channel.
+
+        Items wait for the channel's window; items whose window period already passed
+        (downtime) join the catch-up bundle at ``floor``; late plans are stale.
+        """
         if now > expires:
             return (
-                next_at,
+                opens or moment,
                 "stale",
                 (
                     f"planned at {now.isoformat()}, after it stopped making sense "
                     f"({expires.isoformat()}); the service was not running at {moment.isoformat()}"
                 ),
             )
-        if next_at > expires:
-            return next_at, "stale", "no SMS sending window before it stops making sense"
-        return next_at, "pending", ""
+        if opens is None or opens > expires:
+            return opens or moment, "stale", "no sending window before it stops making sense"
+        bundle_at = opens if floor is None else max(opens, floor)
+        if bundle_at > expires:
+            return opens, "stale", "no sending window before it stops making sense"
+        return bundle_at, "pending", ""
 
-    def _step_messages(self, step: Step, counts: Counts, now: datetime) -> list[PlannedMessage]:
+    def _collect(
+        self,
+        step: Step,
+        counts: Counts,
+        timing: Mapping[str, tuple[datetime, str, str]],
+        acc: dict[tuple[str, datetime, bool], dict[str, list[Item]]],
+    ) -> None:
+        """Add one step's items to the recipients' bundles (``acc``)."""
         # A national catch-up makes millions of these: everything that depends on the step
         # alone is looked up once here, not once per unit or message.
-        out: list[PlannedMessage] = []
-        append = out.append
         get = counts.get
         by_unit = self.model.directory.people_by_unit
         kind, name, obligation, notify = step.kind, step.name, step.obligation, step.notify
-        moment, expires, channels = step.moment, step.expires_at, step.channels
-        # The timing depends on the step and the channel only (the SMS window walks the
-        # holiday calendar).
-        timing = {channel: self._timing(moment, expires, channel, now) for channel in channels}
-        prefix = f"{self._camp.key}/{obligation}/{'+'.join(step.periods)}/"
-        occurrences = [(o.key, o.obligation, o.period, o.quota_min) for o in step.occurrences]
-        every = tuple(o.key for o in step.occurrences)
+        expires = step.expires_at
+        targets = [
+            (ch, acc.setdefault((ch, at, status == "stale"), {}))
+            for ch, (at, status, _) in timing.items()
+        ]
+        occurrences = [(o.obligation, o.period, o.quota_min) for o in step.occurrences]
         single = occurrences[0] if len(occurrences) == 1 else None
         # A CountTable hands out the occurrence's row once: an index per unit, no tuple.
         single_row: bytearray | None = None  # None: nobody submitted it yet
         by_position: Mapping[str, int] | None = None  # None: use ``get``
         if single is not None and isinstance(counts, CountTable):
-            single_row, by_position = counts.row(single[1], single[2])
+            single_row, by_position = counts.row(single[0], single[1])
         for unit in self.model.owers[obligation]:
             if kind == "notice":
-                about = every
-            elif single is not None:  # most steps: one occurrence, no generator needed
+                owed = occurrences
+            elif single is not None:  # most steps: one occurrence
                 if by_position is None:
-                    if get((unit, single[1], single[2]), 0) >= single[3]:
+                    if get((unit, single[0], single[1]), 0) >= single[2]:
                         continue  # submitted: never remind
                 elif single_row is not None:
                     i = by_position.get(unit)
-                    if i is not None and single_row[i] >= single[3]:
+                    if i is not None and single_row[i] >= single[2]:
                         continue  # submitted: never remind
-                about = every
+                owed = occurrences
             else:  # only the occurrences still short of their quota: never remind a submitter
-                about = tuple(k for k, ob, per, q in occurrences if get((unit, ob, per), 0) < q)
-                if not about:
+                owed = [o for o in occurrences if get((unit, o[0], o[1]), 0) < o[2]]
+                if not owed:
                     continue
-            units = (unit,)
+            items = [(kind, ob, per, unit, name, expires) for ob, per, _ in owed]
             for person in by_unit.get(unit, ()):
                 if person.role != notify:
                     continue
-                for channel in channels:
+                for channel, bundles in targets:
                     address = person.email if channel == "email" else person.mobile
                     if address is None:
                         continue
-                    next_at, status, reason = timing[channel]
-                    # Positional (the field order above): keyword calls cost twice as much
-                    # at millions of messages per catch-up.
-                    append(
-                        PlannedMessage(
-                            # campaign/obligation/periods/unit/step/recipient/channel
-                            prefix + unit + "/" + name + "/" + person.id + "/" + channel,
-                            kind,
-                            name,
-                            obligation,
-                            about,
-                            units,
-                            person.id,
-                            channel,
-                            address,
-                            moment,
-                            next_at,
-                            expires,
-                            status,
-                            reason,
-                        )
+                    got = bundles.get(person.id)
+                    if got is None:
+                        bundles[person.id] = list(items)
+                    else:
+                        got += items
+
+    def _bundles(
+        self, groups: Mapping[tuple[str, datetime, bool], Mapping[str, list[Item]]], now: datetime
+    ) -> list[PlannedMessage]:
+        """One message per (channel, moment, recipient) group, with a deterministic key."""
+        out: list[PlannedMessage] = []
+        tz, camp = self._camp.tz, self._camp.key
+        people = self._people
+        iso: dict[datetime, str] = {}  # a catch-up has millions of items and a few expiries
+        reasons: dict[tuple[datetime, datetime], str] = {}
+        for (channel, at, stale), recipients in groups.items():
+            stamp = at.astimezone(tz).strftime("%Y-%m-%dT%H:%M")
+            for pid, items in recipients.items():
+                person = people[pid]
+                address = _address(person, channel)
+                if address is None:
+                    continue
+                if len(items) == 1:  # most bundles of a national catch-up: no sets, no sort
+                    first = items[0]
+                    expires, one_obligation = first[5], True
+                    periods: tuple[str, ...] = (f"{first[1]}@{first[2]}",)
+                    units: tuple[str, ...] = (first[3],)
+                else:
+                    items.sort(key=_urgency_key)
+                    first = items[0]
+                    expires = max(it[5] for it in items)
+                    one_obligation = all(it[1] == first[1] for it in items)
+                    periods = tuple(sorted({f"{it[1]}@{it[2]}" for it in items}))
+                    units = tuple(sorted({it[3] for it in items}))
+                reason = ""
+                if stale:
+                    reason = reasons.get((expires, at)) or reasons.setdefault(
+                        (expires, at), self._stale_reason(now, expires, at)
                     )
+                out.append(
+                    PlannedMessage(
+                        f"{camp}/{stamp}/{pid}/{channel}" + ("/stale" if stale else ""),
+                        first[0],  # type: ignore[arg-type]
+                        first[4],
+                        first[1] if one_obligation else None,
+                        periods,
+                        units,
+                        pid,
+                        channel,
+                        address,
+                        at,
+                        at,
+                        expires,
+                        "stale" if stale else "pending",
+                        reason,
+                        [
+                            {
+                                "obligation": it[1],
+                                "period": it[2],
+                                "unit": it[3],
+                                "step": it[4],
+                                "kind": it[0],
+                                "expires": iso.get(it[5])
+                                or iso.setdefault(it[5], it[5].isoformat()),
+                            }
+                            for it in items
+                        ],
+                    )
+                )
         return out
+
+    @staticmethod
+    def _stale_reason(now: datetime, expires: datetime, at: datetime) -> str:
+        if now > expires:
+            return (
+                f"planned at {now.isoformat()}, after it stopped making sense "
+                f"({expires.isoformat()}); the service was not running at {at.isoformat()}"
+            )
+        return "no sending window before it stops making sense"
 
     def overdue_for_digest(
         self, slot: datetime, counts: Counts
@@ -220,20 +349,36 @@ class Planner:
         by_scope = self.overdue_for_digest(slot, counts)
         nxt = self.timeline.next_slot_after(slot)
         expires = min(nxt, self.timeline.end) if nxt else self.timeline.end
-        stamp = slot.astimezone(self._camp.tz).strftime("%Y-%m-%dT%H:%M")
+        tz = self._camp.tz
+        stamp = slot.astimezone(tz).strftime("%Y-%m-%dT%H:%M")
         out = []
+        weekday = slot.astimezone(tz).strftime("%A").lower()
         for person in self.model.directory.supervisors():
-            items = by_scope.get(person.scope or "", [])
-            if not items:
+            entries = by_scope.get(person.scope or "", [])
+            if not entries:
                 continue
-            units = tuple(sorted({u for u, _ in items}))
-            periods = tuple(sorted({k for _, k in items}))
+            cadence = spec.cadence_of(person.id)
+            if cadence.startswith("weekly:") and cadence != f"weekly:{weekday}":
+                continue  # a weekly reader gets the list on their weekday only
+            units = tuple(sorted({u for u, _ in entries}))
+            periods = tuple(sorted({k for _, k in entries}))  # fmt: skip
+            # One item per occurrence listing its units: a national digest names ~10^5
+            # (unit, period) pairs, and a dict for each would dominate a busy cycle.
+            by_occ: dict[str, list[str]] = defaultdict(list)
+            for u, k in entries:
+                by_occ[k].append(u)
+            until = expires.isoformat()
+            items = [
+                {"obligation": k.partition("@")[0], "period": k.partition("@")[2],
+                 "units": sorted(us), "step": "digest", "kind": "digest", "expires": until}
+                for k, us in sorted(by_occ.items())
+            ]  # fmt: skip
             for channel in spec.channels:
                 address = _address(person, channel)
                 if address is None:
                     continue
                 key = f"{self._camp.key}/digest/{stamp}/{person.scope}/digest/{person.id}/{channel}"
-                next_at, status, reason = self._timing(slot, expires, channel, now)
+                next_at, status, reason = self._digest_timing(slot, expires, nxt, channel, now)
                 out.append(
                     PlannedMessage(
                         key=key,
@@ -250,6 +395,30 @@ class Planner:
                         expires_at=expires,
                         status=status,
                         reason=reason,
+                        items=items,
                     )
                 )
         return out
+
+    def _digest_timing(
+        self,
+        slot: datetime,
+        expires: datetime,
+        nxt: datetime | None,
+        channel: str,
+        now: datetime,
+    ) -> tuple[datetime, str, str]:
+        """A missed digest goes out in the window of its own day, or gives way to the next.
+
+        After downtime, yesterday's list sent this morning an hour before today's would be
+        the same list twice: the next slot carries it.
+        """
+        opens = self._open(max(slot, now), channel)
+        if now > expires:
+            return slot, "stale", f"planned at {now.isoformat()}, after the next digest slot"
+        if opens is None or opens > expires:
+            return slot, "stale", "no sending window before the next digest"
+        tz = self._camp.tz
+        if nxt is not None and opens.astimezone(tz).date() != slot.astimezone(tz).date():
+            return slot, "stale", f"missed; the next digest ({nxt.isoformat()}) carries it"
+        return opens, "pending", ""

@@ -57,7 +57,12 @@ class Strict(BaseModel):
 
 
 class SendingWindow(Strict):
-    """When SMS may be sent (email is not limited): local time, working days by default."""
+    """When messages may go out: local time, working days by default.
+
+    The campaign's ``sending_window`` applies to every channel (catch-up e-mail included:
+    nobody gets a backlog at midnight or on a holiday); ``sending_windows`` overrides it
+    per channel.
+    """
 
     start: LocalTime = time(8, 0)
     end: LocalTime = time(20, 0)
@@ -87,6 +92,15 @@ class OfficeContact(Strict):
     address: str = ""
 
 
+# daily | changes (only when something is new or resolved) | weekly:<weekday name>
+Cadence = Annotated[
+    str,
+    Field(
+        pattern=r"^(daily|changes|weekly:(monday|tuesday|wednesday|thursday|friday|saturday|sunday))$"
+    ),
+]
+
+
 class DigestSpec(Strict):
     """Supervisors' overdue digests: one per supervisor per run."""
 
@@ -94,6 +108,13 @@ class DigestSpec(Strict):
     working_days_only: bool = True
     channels: list[ChannelName] = ["email"]
     attachment: Literal["csv", "xlsx", "none"] = "xlsx"
+    cadence: Cadence = "daily"
+    cadence_by_person: dict[str, Cadence] = {}  # person id -> cadence
+    long_overdue_days: int = Field(default=10, ge=1)  # working days: "长期未报" beyond
+    max_rows: int = Field(default=30, ge=1)  # longer lists: counts in the body, rows attached
+
+    def cadence_of(self, person_id: str) -> str:
+        return self.cadence_by_person.get(person_id, self.cadence)
 
 
 class Campaign(Strict):
@@ -105,6 +126,7 @@ class Campaign(Strict):
     due_time: LocalTime = time(17, 0)
     workdays: WorkdaysSpec = WorkdaysSpec()
     sending_window: SendingWindow = SendingWindow()
+    sending_windows: dict[ChannelName, SendingWindow] = {}
     channels: list[ChannelName] = ["email", "sms"]
     sms_daily_cap: int = Field(default=2, ge=0, le=50)
     contact: OfficeContact
@@ -130,6 +152,13 @@ class Campaign(Strict):
     @property
     def tz(self) -> ZoneInfo:
         return ZoneInfo(self.timezone)
+
+    def window(self, channel: str) -> SendingWindow:
+        """The sending window of one channel (the campaign's unless overridden)."""
+        for name, window in self.sending_windows.items():
+            if name == channel:
+                return window
+        return self.sending_window
 
 
 class Selector(Strict):

@@ -125,6 +125,16 @@ async def _export(outbox: Outbox, model: CampaignModel, out: Path) -> int:
                 else None,
                 "periods": list(r["periods"]),
                 "units": list(r["units"]),
+                "items": [
+                    {
+                        "obligation": it["obligation"],
+                        "period": it["period"],
+                        "unit": u,
+                        "step": it["step"],
+                    }
+                    for it in r["items"] or ()
+                    for u in it.get("units") or [it["unit"]]
+                ],  # fmt: skip
                 "subject": r["subject"],
                 "body": r["body"],
             }
@@ -135,6 +145,10 @@ async def _export(outbox: Outbox, model: CampaignModel, out: Path) -> int:
             state = {
                 "key": r["idem_key"],
                 "status": r["status"],
+                "kind": r["kind"],
+                "channel": r["channel"],
+                "recipient": r["recipient_id"],
+                "due": r["due_at"].astimezone(tz).isoformat(),
                 "reason": r["reason"],
                 "attempts": r["attempts"],
             }

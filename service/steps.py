@@ -14,6 +14,7 @@ from datetime import date, datetime, time, timedelta
 from itertools import groupby
 from typing import Literal
 
+from .errors import CalendarRangeError
 from .model import CampaignModel
 from .occurrences import Occurrence
 from .schedule import SendingWindow
@@ -91,7 +92,13 @@ def build_steps(model: CampaignModel) -> tuple[list[Step], list[DigestGate]]:
                 )
             )
         for i, esc in enumerate(ob.escalation):
-            day = _shift(cal, first.due_date, esc.after_days, esc.count)
+            try:
+                day = _shift(cal, first.due_date, esc.after_days, esc.count)
+            except CalendarRangeError:
+                # Counting forward from a due date inside the data left it: the step falls
+                # after the campaign's last day (which validation keeps inside the data),
+                # so it would never be sent. Asking for next year's holidays is wrong.
+                continue
             moment = max(datetime.combine(day, esc.at, tzinfo=tz), first.due_at)
             if moment >= end:
                 continue
@@ -127,10 +134,10 @@ def digest_slots(model: CampaignModel) -> list[datetime]:
     return sorted(out)
 
 
-def sms_window_open(
+def window_open(
     moment: datetime, window: SendingWindow, cal: WorkdayCalendar, tz: object
 ) -> datetime:
-    """The first instant at or after ``moment`` when SMS may be sent."""
+    """The first instant at or after ``moment`` inside the sending window."""
     local = moment.astimezone(tz)  # type: ignore[arg-type]
     day = local.date()
     for _ in range(60):
@@ -142,7 +149,25 @@ def sms_window_open(
                 return max(local, opens)
         day += timedelta(days=1)
         local = datetime.combine(day, time(0), tzinfo=local.tzinfo)
-    raise ValueError("no SMS sending window within 60 days")
+    raise ValueError("no sending window within 60 days")
+
+
+sms_window_open = window_open  # the name the dispatcher and older callers use
+
+
+def window_floor(
+    moment: datetime, window: SendingWindow, cal: WorkdayCalendar, tz: object
+) -> datetime:
+    """The opening of the window period ``moment`` falls in (or the next one, if closed).
+
+    Every planner that runs during one window period (or the closed hours before it) gets
+    the same answer: it names the catch-up bundle deterministically across replicas.
+    """
+    opens = window_open(moment, window, cal, tz)
+    if opens > moment:
+        return opens
+    local = moment.astimezone(tz)  # type: ignore[arg-type]
+    return datetime.combine(local.date(), window.start, tzinfo=local.tzinfo)
 
 
 class Timeline:

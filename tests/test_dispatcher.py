@@ -10,7 +10,7 @@ import asyncio
 import random
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -219,7 +219,7 @@ async def test_a_submission_between_planning_and_dispatch_cancels_the_reminder(
     assert {(r["status"], r["reason"]) for r in mine} == {
         ("cancelled", "reason disappeared: submitted meanwhile")
     }
-    assert not [e for e in world.email.calls + world.sms.calls if "/changchun/" in e.key]
+    assert not [e for e in world.email.calls + world.sms.calls if "/changchun-liaison/" in e.key]
     others = [r for r in rows.values() if r["units"] != ["changchun"]]
     assert others and {r["status"] for r in others} == {"sent"}
     assert (stats.cancelled, stats.sent) == (len(mine), len(others))
@@ -303,60 +303,153 @@ async def test_an_expired_message_is_stale_and_not_sent(world: World) -> None:
     assert stats.stale == 1 and world.email.calls == []
 
 
-async def test_the_daily_sms_cap_cancels_the_third_sms(world: World) -> None:
-    """With a cap of 2, the third SMS to one person on one day is cancelled with a reason."""
-    assert world.runtime.model.schedule.campaign.sms_daily_cap == 2
-    planned = world.plan(
+def moved(bundle: PlannedMessage, at: str, kind: str | None = None) -> PlannedMessage:
+    """The bundle planned for another moment (optionally with every item of another kind)."""
+    moment = local(at)
+    items = [dict(it, kind=kind) if kind else it for it in bundle.items]
+    return replace(
+        bundle,
+        key=f"{bundle.key}@{at}",
+        kind=items[0]["kind"],  # type: ignore[arg-type]
+        due_at=moment,
+        next_attempt_at=moment,
+        items=items,
+    )
+
+
+def sms_bundle(world: World) -> PlannedMessage:
+    """changchun's liaison's SMS bundle of 06-29 09:00 (four reminders)."""
+    (bundle,) = world.plan(
         "2023-06-29T08:00",
         "2023-06-29T09:00",
         lambda m: (m.recipient_id, m.channel) == ("changchun-liaison", "sms"),
     )
-    assert len(planned) >= 3  # weekly, summary, leads, exposure are all reminded that morning
+    assert len(bundle.items) == 4 and bundle.kind == "reminder"
+    return bundle
+
+
+async def test_a_reminder_sms_never_takes_the_slot_kept_for_urgent_ones(world: World) -> None:
+    """Cap 2: the second reminder SMS of a day is cancelled, keeping the last slot for urgency."""
+    assert world.runtime.model.schedule.campaign.sms_daily_cap == 2
+    bundle = sms_bundle(world)
+    await world.insert([moved(bundle, "2023-06-29T09:00"), moved(bundle, "2023-06-29T10:00")])
+    await world.at("2023-06-29T10:00")
+    await world.dispatcher.run()
+    rows = sorted((await world.rows()).values(), key=lambda r: r["due_at"])
+    assert [r["status"] for r in rows] == ["sent", "cancelled"]
+    assert rows[1]["reason"].startswith("daily SMS cap reached (kept for urgent messages)")
+    assert len(world.sms.to("+8613800000001")) == 1
+
+
+async def test_an_overdue_sms_goes_out_after_a_reminder_sms_the_same_day(world: World) -> None:
+    """Cap 2: a reminder SMS at 09:00 leaves a slot for the overdue SMS at 11:00."""
+    bundle = sms_bundle(world)
+    await world.insert(
+        [moved(bundle, "2023-06-29T09:00"), moved(bundle, "2023-06-29T11:00", "overdue")]
+    )
     await world.at("2023-06-29T09:00")
-    await world.insert(planned[:3])
+    await world.dispatcher.run()
+    await world.at("2023-06-29T11:00")
+    await world.dispatcher.run()
+    rows = sorted((await world.rows()).values(), key=lambda r: r["due_at"])
+    assert [(r["kind"], r["status"]) for r in rows] == [("reminder", "sent"), ("overdue", "sent")]
+
+
+async def test_an_urgent_sms_over_the_cap_is_deferred_to_the_next_window_not_dropped(
+    world: World,
+) -> None:
+    """A third urgent SMS the same day waits for the next working morning instead."""
+    bundle = sms_bundle(world)
+    urgent = [moved(bundle, f"2023-06-29T{h:02d}:00", "overdue") for h in (9, 10, 11)]
+    await world.insert(urgent)
+    await world.at("2023-06-29T11:00")
     await world.dispatcher.run()
     rows = list((await world.rows()).values())
-    assert Counter(r["status"] for r in rows) == {"sent": 2, "cancelled": 1}
-    (cancelled,) = [r for r in rows if r["status"] == "cancelled"]
-    assert cancelled["reason"].startswith("daily SMS cap reached (2 per recipient)")
+    assert Counter(r["status"] for r in rows) == {"sent": 2, "pending": 1}
+    (waiting,) = [r for r in rows if r["status"] == "pending"]
+    assert waiting["next_attempt_at"] == local("2023-06-30T08:00")
+    assert waiting["reason"].startswith("daily SMS cap reached (2 per number): deferred")
+    await world.at("2023-06-30T08:00")
+    await world.dispatcher.run()
+    assert (await world.rows())[waiting["idem_key"]]["status"] == "sent"
+
+
+async def test_the_cap_counts_per_phone_number_not_per_person(world: World) -> None:
+    """Two people sharing one mobile share its cap: the second reminder SMS is cancelled."""
+    bundle = sms_bundle(world)
+    other = replace(
+        moved(bundle, "2023-06-29T10:00"), recipient_id="changchun-head"
+    )  # the head's record; the number is the liaison's
+    await world.insert([moved(bundle, "2023-06-29T09:00"), other])
+    head = world.runtime.person("changchun-head")
+    assert head is not None
+    object.__setattr__(head, "mobile", "+8613800000001")
+    try:
+        await world.at("2023-06-29T10:00")
+        await world.dispatcher.run()
+    finally:
+        object.__setattr__(head, "mobile", "+8613800000002")
+    statuses = Counter(r["status"] for r in (await world.rows()).values())
+    assert statuses == {"sent": 1, "cancelled": 1}
+    assert len(world.sms.to("+8613800000001")) == 1
+
+
+async def test_the_daily_sms_cap_holds_across_dispatchers(world: World) -> None:
+    """Two dispatchers (two engines on one database) share the cap through the reservation."""
+    bundle = sms_bundle(world)
+    urgent = [moved(bundle, f"2023-06-29T09:0{i}", "escalation") for i in range(4)]
+    await world.insert(urgent)
+    await world.at("2023-06-29T09:05")
+    other = await _second_engine(world.engine)
+    try:
+        second = Dispatcher(
+            world.runtime,
+            Outbox(other, CAMPAIGN),
+            Ledger(other, CAMPAIGN, world.clock),
+            {"email": world.email, "sms": world.sms},
+            world.clock,
+            "w2",
+            replace(world.policy, batch=1),
+        )
+        first = world.new_dispatcher()
+        first.policy = replace(world.policy, batch=1)
+        await asyncio.gather(first.run(), second.run())
+    finally:
+        await other.dispose()
+    statuses = Counter(r["status"] for r in (await world.rows()).values())
+    assert statuses == {"sent": 2, "pending": 2}  # two deferred to the next morning
     assert len(world.sms.to("+8613800000001")) == 2
 
 
-async def test_the_daily_sms_cap_holds_across_dispatcher_restarts(world: World) -> None:
-    """SMS sent earlier the same day by another dispatcher count towards the cap."""
-    planned = world.plan(
-        "2023-06-29T08:00",
-        "2023-06-29T09:00",
-        lambda m: (m.recipient_id, m.channel) == ("changchun-liaison", "sms"),
-    )
-    await world.at("2023-06-29T09:00")
-    await world.insert(planned[:2])
-    await world.dispatcher.run()
-    await world.at("2023-06-29T15:00")
-    await world.insert(planned[2:3])
-    await world.new_dispatcher("w2").run()
-    rows = list((await world.rows()).values())
-    assert Counter(r["status"] for r in rows) == {"sent": 2, "cancelled": 1}
-    assert len(world.sms.sent) == 2
-
-
-async def test_an_sms_due_outside_the_window_waits_for_the_next_working_morning(
+async def test_a_first_start_at_night_waits_for_the_next_working_morning(
     world: World,
 ) -> None:
-    """First run Friday 21:00: emails go out, SMS wait (no attempt counted) until Monday 08:00."""
+    """First run Friday 21:00: nothing goes out until Monday 08:00, then one bundle each."""
     await world.at("2023-05-19T21:00")
     await world.reconciler.run_cycle()
     rows = list((await world.rows()).values())
-    sms = [r for r in rows if r["channel"] == "sms"]
-    assert sms and world.sms.calls == []
-    assert {(r["status"], r["attempts"]) for r in sms} == {("pending", 0)}
-    assert {r["next_attempt_at"] for r in sms} == {local("2023-05-22T08:00")}
-    assert {r["reason"] for r in sms} == {"waiting for the SMS sending window"}
-    assert {r["status"] for r in rows if r["channel"] == "email"} == {"sent"}
+    assert rows and world.sms.calls == [] and world.email.calls == []
+    assert {(r["status"], r["attempts"]) for r in rows} == {("pending", 0)}
+    assert {r["next_attempt_at"] for r in rows} == {local("2023-05-22T08:00")}
+    assert len({(r["recipient_id"], r["channel"]) for r in rows}) == len(rows)
     await world.at("2023-05-22T08:00")
     await world.dispatcher.run()
     assert {r["status"] for r in (await world.rows()).values()} == {"sent"}
-    assert len(world.sms.sent) == len(sms)
+    assert len(world.sms.sent) + len(world.email.sent) == len(rows)
+
+
+async def test_a_message_claimed_outside_its_window_waits_without_an_attempt(
+    world: World,
+) -> None:
+    """A bundle due before the window (planned earlier) is deferred to 08:00, not counted."""
+    bundle = sms_bundle(world)
+    await world.insert([moved(bundle, "2023-06-29T07:00")])
+    await world.at("2023-06-29T07:00")
+    await world.dispatcher.run()
+    (row,) = (await world.rows()).values()
+    assert (row["status"], row["attempts"]) == ("pending", 0)
+    assert row["next_attempt_at"] == local("2023-06-29T08:00")
+    assert row["reason"] == "waiting for the sending window"
 
 
 async def test_after_downtime_stale_reminders_skip_while_overdue_and_digests_go_out(
@@ -391,7 +484,7 @@ async def _mixed_week(world: World) -> dict[str, dict[str, Any]]:
     await world.submit("siping", "weekly-progress", "2023-W21", "2023-05-26T08:00")
     await world.replay("2023-05-27T00:00")
     rows = await world.rows()
-    assert {r["status"] for r in rows.values()} == {"sent", "failed"}  # the scenario did fail
+    assert {r["status"] for r in rows.values()} >= {"sent", "failed"}  # the scenario did fail
     return rows
 
 
@@ -420,7 +513,12 @@ async def test_every_attempt_is_recorded(world: World) -> None:
         assert sum(a["outcome"] in COUNTED for a in mine) == r["attempts"], key
         assert mine[-1]["outcome"] in LAST_OUTCOME[r["status"]], key
         assert all(a["worker"] == "w1" for a in mine)
-    liaoyuan = [r for k, r in rows.items() if k.endswith("/reminder1-2wd/liaoyuan-liaison/email")]
+    liaoyuan = [
+        r
+        for r in rows.values()
+        if (r["step"], r["recipient_id"], r["channel"])
+        == ("reminder1-2wd", "liaoyuan-liaison", "email")
+    ]
     assert [a["outcome"] for a in attempts[liaoyuan[0]["id"]]] == ["transient", "transient", "sent"]
     assert all(a["error"] for a in attempts[liaoyuan[0]["id"]][:2])
 
@@ -499,19 +597,38 @@ async def test_failed_sms_attempts_do_not_use_up_the_daily_cap(world: World) -> 
     assert len(world.sms.sent) == 1
 
 
-async def test_an_sms_cancelled_as_submitted_does_not_use_up_the_daily_cap(world: World) -> None:
-    """Of three SMS due one morning, one cancelled as submitted: the other two are both sent."""
-    planned = world.plan(
+async def test_an_item_submitted_meanwhile_is_dropped_and_the_rest_is_sent(world: World) -> None:
+    """Of a four-item bundle, the one submitted after planning is left out of what is sent."""
+    bundle = sms_bundle(world)
+    (email,) = world.plan(
         "2023-06-29T08:00",
         "2023-06-29T09:00",
-        lambda m: (m.recipient_id, m.channel) == ("changchun-liaison", "sms"),
-    )[:3]
+        lambda m: (m.recipient_id, m.channel) == ("changchun-liaison", "email"),
+    )
     await world.at("2023-06-29T09:00")
-    await world.insert(planned)
-    for occurrence in planned[0].periods:
-        obligation, _, period = occurrence.partition("@")
-        await world.submit("changchun", obligation, period, "2023-06-29T08:30")
+    await world.insert([bundle, email])
+    await world.submit("changchun", "monthly-leads", "2023-06", "2023-06-29T08:30")
     await world.dispatcher.run()
     rows = await world.rows()
-    assert rows[planned[0].key]["status"] == "cancelled"
-    assert [rows[m.key]["status"] for m in planned[1:]] == ["sent", "sent"]
+    assert {rows[m.key]["status"] for m in (bundle, email)} == {"sent"}
+    (mail,) = world.email.sent
+    assert "线索" not in mail.text and "周进展" not in mail.subject
+    assert "3项" in mail.subject and "活动总结" in mail.text
+    (sms,) = world.sms.sent
+    assert sms.sms_params["item"] == "3项报送"
+
+
+async def test_a_bundle_whose_items_were_all_submitted_is_cancelled(world: World) -> None:
+    """Every item submitted meanwhile: the bundle ends cancelled, nothing is sent."""
+    bundle = sms_bundle(world)
+    await world.at("2023-06-29T09:00")
+    await world.insert([bundle])
+    for it in bundle.items:
+        await world.submit(it["unit"], it["obligation"], it["period"], "2023-06-29T08:30")
+    await world.dispatcher.run()
+    (row,) = (await world.rows()).values()
+    assert (row["status"], row["reason"]) == (
+        "cancelled",
+        "reason disappeared: submitted meanwhile",
+    )
+    assert world.sms.calls == []

@@ -30,14 +30,43 @@ def local(text: str) -> datetime:
     return datetime.fromisoformat(text).replace(tzinfo=SHANGHAI)
 
 
+def plan_once(
+    model: CampaignModel,
+    since: str | None,
+    now: str,
+    counts: dict[tuple[str, str, str], int] | None = None,
+) -> list[PlannedMessage]:
+    """One planning run over (since, now]: what a service started at ``now`` plans."""
+    planner = Planner(Timeline(model))
+    return planner.plan(counts or {}, local(since) if since else None, local(now)).messages
+
+
 def plan(
     model: CampaignModel,
     since: str | None,
     now: str,
     counts: dict[tuple[str, str, str], int] | None = None,
 ) -> list[PlannedMessage]:
-    planner = Planner(Timeline(model))
-    return planner.plan(counts or {}, local(since) if since else None, local(now)).messages
+    """What a daemon running throughout (since, now] plans: one run at each due moment."""
+    timeline = Timeline(model)
+    planner = Planner(timeline)
+    start = local(since) if since else None
+    end = local(now)
+    moments = sorted(
+        {t for t in [*(st.moment for st in timeline.steps), *timeline.slots] if t <= end} | {end}
+    )
+    out: list[PlannedMessage] = []
+    for t in moments:
+        if start is not None and t <= start:
+            continue
+        out += planner.plan(counts or {}, start, t).messages
+        start = t
+    return out
+
+
+def items(messages: list[PlannedMessage]) -> list[tuple[PlannedMessage, dict[str, str]]]:
+    """Every (message, item) pair: the reasons the messages carry."""
+    return [(m, it) for m in messages for it in m.items]
 
 
 def day(moment: datetime) -> date:
@@ -61,31 +90,44 @@ def test_planning_the_same_window_twice_yields_identical_messages(model: Campaig
     assert len({m.key for m in first}) == len(first)
 
 
-def test_keys_follow_campaign_obligation_period_unit_step_recipient_channel(
+def test_keys_are_campaign_moment_recipient_channel_one_bundle_each(
     model: CampaignModel,
 ) -> None:
-    """Every key is campaign/obligation/period/unit-or-scope/step/recipient/channel."""
-    people = {p.id: p for p in model.directory.people}
+    """A bundle's key is campaign/moment/recipient/channel: one message per person per moment."""
     messages = plan(model, None, "2023-06-01T12:00")
     assert {m.kind for m in messages} >= {"reminder", "overdue", "escalation", "notice", "digest"}
     for m in messages:
-        parts = m.key.split("/")
-        assert len(parts) == 7, m.key
-        camp, obligation, period, who, step, recipient, channel = parts
-        assert camp == CAMPAIGN
-        assert (step, recipient, channel) == (m.step, m.recipient_id, m.channel)
         if m.kind == "digest":
-            assert obligation == "digest"
-            assert period == m.due_at.astimezone(SHANGHAI).strftime("%Y-%m-%dT%H:%M")
-            assert who == people[recipient].scope
-        else:
-            assert obligation == m.obligation
-            assert period.split("+") == [k.partition("@")[2] for k in m.periods]
-            assert (who,) == m.units
-    example = (
-        "jilin-2023/liaison-registration/2023-05-22/changchun/reminder1-2wd/changchun-liaison/email"
-    )
-    assert example in {m.key for m in messages}
+            continue
+        camp, moment, recipient, channel = m.key.split("/")
+        assert camp == CAMPAIGN
+        assert moment == m.due_at.astimezone(SHANGHAI).strftime("%Y-%m-%dT%H:%M")
+        assert (recipient, channel) == (m.recipient_id, m.channel)
+    bundles = Counter((m.recipient_id, m.channel, m.due_at) for m in messages if m.kind != "digest")
+    assert set(bundles.values()) == {1}
+    assert "jilin-2023/2023-05-18T09:00/changchun-liaison/email" in {m.key for m in messages}
+
+
+def test_a_bundle_carries_every_item_of_its_moment_most_urgent_first(
+    model: CampaignModel,
+) -> None:
+    """On 06-25 09:00 baicheng's liaison gets one e-mail: the overdue W25 and three reminders."""
+    messages = [
+        m
+        for m in plan(model, "2023-06-25T08:00", "2023-06-25T09:00")
+        if m.recipient_id == "baicheng-liaison" and m.channel == "email"
+    ]
+    assert len(messages) == 1
+    bundle = messages[0]
+    assert bundle.kind == "overdue"
+    assert [it["kind"] for it in bundle.items][0] == "overdue"
+    assert {(it["obligation"], it["period"]) for it in bundle.items} == {
+        ("weekly-progress", "2023-W25"),
+        ("activity-summary", "2023-06-30"),
+        ("monthly-leads", "2023-06"),
+        ("monthly-exposure", "2023-06"),
+    }
+    assert bundle.obligation is None  # several obligations
 
 
 def test_a_unit_with_a_submission_gets_no_reminder(model: CampaignModel) -> None:
@@ -150,12 +192,18 @@ def test_a_holiday_fold_gives_one_message_naming_both_periods(
     messages = [
         m
         for m in plan(folded, "2023-09-26T00:00", "2023-09-28T12:00")
-        if m.obligation == "weekly-progress" and m.kind == "reminder"
+        if any(it["obligation"] == "weekly-progress" for it in m.items) and m.kind == "reminder"
     ]
     assert messages
-    both = ("weekly-progress@2023-W39", "weekly-progress@2023-W40")
-    assert {m.periods for m in messages} == {both}
-    assert all("/weekly-progress/2023-W39+2023-W40/" in m.key for m in messages)
+    both = {"weekly-progress@2023-W39", "weekly-progress@2023-W40"}
+    assert all(both <= set(m.periods) for m in messages)
+    weekly = [it for m in messages for it in m.items if it["obligation"] == "weekly-progress"]
+    assert {(it["period"], it["step"]) for it in weekly} == {
+        ("2023-W39", "reminder1-1wd"),
+        ("2023-W40", "reminder1-1wd"),
+        ("2023-W39", "reminder2-0wd"),
+        ("2023-W40", "reminder2-0wd"),
+    }
     assert {m.due_at for m in messages} == {local("2023-09-27T09:00"), local("2023-09-28T09:00")}
     per_moment = Counter((m.recipient_id, m.channel, m.due_at) for m in messages)
     assert set(per_moment.values()) == {1}
@@ -172,7 +220,9 @@ def test_a_reminder_planned_after_its_deadline_is_stale_while_overdue_is_pending
 ) -> None:
     """After downtime until 05-23 10:00, registration reminders are stale, overdue ones pending."""
     messages = [
-        m for m in plan(model, None, "2023-05-23T10:00") if m.obligation == "liaison-registration"
+        m
+        for m in plan_once(model, None, "2023-05-23T10:00")
+        if m.obligation == "liaison-registration"
     ]
     reminders = [m for m in messages if m.kind == "reminder"]
     overdue = [m for m in messages if m.kind == "overdue"]
@@ -189,7 +239,7 @@ def test_sms_due_before_the_window_waits_until_eight(
     schedule_path: Path,
     contacts_dir: Path,
 ) -> None:
-    """An SMS due at 06:00 on a working day is planned for 08:00; its email copy at 06:00."""
+    """A reminder due at 06:00 on a working day is planned for 08:00, e-mail and SMS alike."""
     path = variant(
         write_schedule,
         schedule_path,
@@ -207,10 +257,37 @@ def test_sms_due_before_the_window_waits_until_eight(
     sms = [m for m in messages if m.channel == "sms"]
     email = [m for m in messages if m.channel == "email"]
     assert sms and email
-    assert {m.due_at for m in messages} == {local("2023-05-22T06:00")}
+    assert {m.due_at for m in messages} == {local("2023-05-22T08:00")}
     assert {m.next_attempt_at for m in sms} == {local("2023-05-22T08:00")}
-    assert {m.next_attempt_at for m in email} == {local("2023-05-22T06:00")}
+    assert {m.next_attempt_at for m in email} == {local("2023-05-22T08:00")}
     assert {m.status for m in messages} == {"pending"}
+
+
+def test_a_channel_window_of_its_own_lets_email_go_at_six(
+    write_schedule: Callable[[str], Path],
+    schedule_path: Path,
+    contacts_dir: Path,
+) -> None:
+    """sending_windows.email overrides the campaign window for e-mail only."""
+    text = schedule_path.read_text(encoding="utf-8")
+    text = text.replace(
+        SHIPPED_REGISTRATION_REMINDERS,
+        SHIPPED_REGISTRATION_REMINDERS.replace(
+            '{days: 0, count: working, at: "09:00"}', '{days: 0, count: working, at: "06:00"}'
+        ),
+    ).replace(
+        "  channels: [email, sms]\n",
+        '  channels: [email, sms]\n  sending_windows:\n    email: {start: "05:00", end: "22:00"}\n',
+        1,
+    )
+    early = load_model(write_schedule(text), contacts_dir)
+    messages = plan(early, "2023-05-22T00:00", "2023-05-22T06:00")
+    assert {m.next_attempt_at for m in messages if m.channel == "email"} == {
+        local("2023-05-22T06:00")
+    }
+    assert {m.next_attempt_at for m in messages if m.channel == "sms"} == {
+        local("2023-05-22T08:00")
+    }
 
 
 def test_sms_due_on_a_weekend_waits_for_the_next_working_day(
@@ -218,7 +295,7 @@ def test_sms_due_on_a_weekend_waits_for_the_next_working_day(
     schedule_path: Path,
     contacts_dir: Path,
 ) -> None:
-    """An SMS due Saturday 05-20 10:00 is planned for Monday 05-22 08:00."""
+    """A reminder due Saturday 05-20 10:00 is planned for Monday 05-22 08:00 (both channels)."""
     path = variant(
         write_schedule,
         schedule_path,
@@ -233,19 +310,14 @@ def test_sms_due_on_a_weekend_waits_for_the_next_working_day(
         for m in plan(weekend, "2023-05-20T00:00", "2023-05-21T00:00")
         if m.obligation == "liaison-registration"
     ]
-    assert {m.due_at for m in messages} == {local("2023-05-20T10:00")}
-    assert {m.next_attempt_at for m in messages if m.channel == "sms"} == {
-        local("2023-05-22T08:00")
-    }
-    assert {m.next_attempt_at for m in messages if m.channel == "email"} == {
-        local("2023-05-20T10:00")
-    }
+    assert {m.due_at for m in messages} == {local("2023-05-22T08:00")}
+    assert {m.next_attempt_at for m in messages} == {local("2023-05-22T08:00")}
 
 
 def test_digests_only_for_the_latest_slot_one_per_supervisor(model: CampaignModel) -> None:
     """A window spanning four digest slots plans one digest per supervisor, for the last slot."""
     messages = [
-        m for m in plan(model, "2023-05-22T12:00", "2023-05-26T12:00") if m.kind == "digest"
+        m for m in plan_once(model, "2023-05-22T12:00", "2023-05-26T12:00") if m.kind == "digest"
     ]
     assert {m.due_at for m in messages} == {local("2023-05-26T09:30")}
     per_supervisor = Counter((m.recipient_id, m.channel) for m in messages)

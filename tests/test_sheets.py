@@ -10,7 +10,7 @@ import pytest
 from openpyxl import load_workbook
 
 from service import sheets
-from service.messages import digest_csv, digest_xlsx
+from service.digests import digest_csv, digest_xlsx
 
 HOSTILE = [
     '=HYPERLINK("http://evil.example/","点我")',
@@ -32,7 +32,10 @@ def _row(name: str) -> dict[str, Any]:
         "period": "2023-W25",
         "due": "2023-06-21 17:00",
         "days_late": 3,
+        "late": "逾期3个工作日",
         "progress": "0/1",
+        "liaison": name,
+        "liaison_phone": "13800000001",
     }
 
 

@@ -7,6 +7,7 @@ the whole list of groups.
 from __future__ import annotations
 
 from . import daemon, doctor, ledger, messages, views  # noqa: F401  (registers the command groups)
+from . import requeue as _requeue  # noqa: F401  (registers ``service requeue``)
 from .commands import app, main
 
 __all__ = ["app", "main"]

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -35,7 +36,7 @@ from .recording import (
     reason_text,
     salvage,
 )
-from .tables import delivery_attempts, messages, planner_state
+from .tables import delivery_attempts, messages, planner_state, sms_quota
 
 log = structlog.get_logger("service.outbox")
 FINAL = ("sent", "cancelled", "stale", "failed")
@@ -57,6 +58,9 @@ class Claimed:
     due_at: datetime
     expires_at: datetime | None
     attempts: int
+    # The bundle's items ({obligation, period, unit, step, kind, expires}); empty for
+    # messages planned before bundles existed.
+    items: tuple[dict[str, Any], ...] = ()
 
 
 _CLAIM_COLS = (
@@ -73,13 +77,22 @@ _CLAIM_COLS = (
     messages.c.due_at,
     messages.c.expires_at,
     messages.c.attempts,
+    messages.c["items"],  # not ``.items``: that is the collection's own method
 )
 
 
 def _claimed(row: Sequence[Any]) -> Claimed:
     r = list(row)
-    r[5], r[6] = tuple(r[5]), tuple(r[6])
+    r[5], r[6], r[13] = tuple(r[5]), tuple(r[6]), tuple(r[13] or ())
     return Claimed(*r)
+
+
+def _item_id(item: dict[str, Any]) -> tuple[str, str, str, str]:
+    return item["obligation"], item["period"], item["unit"], item["step"]
+
+
+_PG_PLANNING_LOCK = 0x5EC0_0002  # advisory lock class (db.py's migration lock is 0x5EC0_0001)
+_URGENCY = {"escalation": 0, "overdue": 1, "reminder": 2, "notice": 3, "digest": 4}
 
 
 _Transition = Transition
@@ -259,12 +272,13 @@ class Outbox:
         stmt = (
             insert(messages)
             .on_conflict_do_nothing(index_elements=[messages.c.idem_key])
-            .returning(messages.c.id)
+            .returning(messages.c.idem_key)
         )
         campaign = self.campaign
         new = 0
         async with self.engine.begin() as conn:
             for i in range(0, len(planned), _CHUNK):
+                chunk = planned[i : i + _CHUNK]
                 rows = [
                     {
                         "idem_key": m.key,
@@ -284,11 +298,120 @@ class Outbox:
                         "reason": m.reason,
                         "created_at": now,
                         "updated_at": now,
+                        "items": m.items or None,
                     }
-                    for m in planned[i : i + _CHUNK]
+                    for m in chunk
                 ]
-                new += len((await conn.execute(stmt, bounded(rows))).all())
+                inserted = {r[0] for r in (await conn.execute(stmt, bounded(rows))).all()}
+                new += len(inserted)
+                if len(inserted) < len(chunk):
+                    clashes = [
+                        m for m in chunk if m.key not in inserted and m.items and m.kind != "digest"
+                    ]
+                    new += await self._merge(conn, clashes, now)
         return new
+
+    async def _merge(self, conn: Any, planned: Sequence[PlannedMessage], now: datetime) -> int:
+        """Add items another planner did not see to the bundles already stored.
+
+        Two planners can plan one bundle with different items (a submission or retraction
+        landed between their runs; a catch-up and a timely plan meeting at one window
+        opening): the union is kept while the bundle is pending; items re-check at send
+        time anyway. Items for a bundle already claimed or sent become a follow-up message
+        (key ``…/more``) rather than being lost. Returns how many follow-ups were new.
+        """
+        if not planned:
+            return 0
+        m = messages.c
+        query = sa.select(m.id, m.idem_key, m.status, m["items"], m.expires_at).where(
+            m.idem_key.in_([p.key for p in planned])
+        )
+        if self._pg:
+            query = query.with_for_update()
+        stored = {r.idem_key: r._mapping for r in (await conn.execute(query)).all()}
+        follow_ups: list[PlannedMessage] = []
+        for p in planned:
+            row = stored.get(p.key)
+            if row is None or row["items"] is None:
+                continue
+            have = {_item_id(it) for it in row["items"]}
+            extra = [it for it in p.items if _item_id(it) not in have]
+            if not extra:
+                continue
+            if row["status"] != "pending":
+                log.warning(
+                    "items planned for a bundle already handled; sending them separately",
+                    key=p.key,
+                    status=row["status"],
+                    items=len(extra),
+                )
+                if not p.key.endswith("/more"):
+                    follow_ups.append(replace(p, key=p.key + "/more", items=extra))
+                continue
+            items = sorted(
+                [*row["items"], *extra],
+                key=lambda it: (_URGENCY[it["kind"]], it["obligation"], it["period"], it["unit"]),
+            )
+            obligations = {it["obligation"] for it in items}
+            expires = max(e for e in (row["expires_at"], p.expires_at) if e is not None)
+            await conn.execute(
+                sa.update(messages)
+                .where(m.id == row["id"], m.status == "pending")
+                .values(
+                    items=items,
+                    kind=items[0]["kind"],
+                    step=items[0]["step"],
+                    obligation=items[0]["obligation"] if len(obligations) == 1 else None,
+                    periods=sorted({f"{it['obligation']}@{it['period']}" for it in items}),
+                    units=sorted({it["unit"] for it in items}),
+                    expires_at=expires,
+                    updated_at=now,
+                )
+            )
+        if not follow_ups:
+            return 0
+        insert = pg_insert if self._pg else sqlite_insert
+        stmt = insert(messages).on_conflict_do_nothing(index_elements=[m.idem_key])
+        result = await conn.execute(
+            stmt.returning(m.id),
+            [
+                {
+                    "idem_key": f.key, "campaign": self.campaign, "kind": f.items[0]["kind"],
+                    "step": f.items[0]["step"], "obligation": f.obligation,
+                    "periods": list(f.periods), "units": list(f.units),
+                    "recipient_id": f.recipient_id, "channel": f.channel, "address": f.address,
+                    "due_at": f.due_at, "next_attempt_at": now, "expires_at": f.expires_at,
+                    "status": f.status, "reason": f.reason, "created_at": now,
+                    "updated_at": now, "items": f.items,
+                }
+                for f in follow_ups
+            ],
+        )  # fmt: skip
+        return len(result.all())
+
+    @asynccontextmanager
+    async def planning_lock(self) -> AsyncIterator[None]:
+        """One planner of this campaign at a time across replicas (PostgreSQL).
+
+        Two replicas that read the same ``planned_through`` on either side of a window
+        opening would name the catch-up bundle differently (its moment is the opening of the
+        planner's window period) and send the backlog twice. Serialised, the second one
+        reads the first one's end and plans only what is left. A session lock on a
+        connection of its own: a crash ends the session and frees it. SQLite has a single
+        writer and no replicas: nothing to do.
+        """
+        if not self._pg:
+            yield
+            return
+        args = {"k": _PG_PLANNING_LOCK, "c": self.campaign}
+        async with self.engine.connect() as conn:
+            await conn.execute(sa.text("SELECT pg_advisory_lock(:k, hashtext(:c))"), args)
+            await conn.commit()
+            try:
+                yield
+            finally:
+                await conn.execute(sa.text("SELECT pg_advisory_unlock(:k, hashtext(:c))"), args)
+                await conn.commit()
 
     async def planned_through(self) -> datetime | None:
         async with self.engine.connect() as conn:
@@ -524,6 +647,36 @@ class Outbox:
             ).scalar_one_or_none()
         return moment
 
+    async def reserve_sms(self, phone: str, day: str, limit: int) -> bool:
+        """Take one of the phone number's SMS slots for ``day`` while fewer than ``limit``
+        are used (one conditional upsert: every replica shares the count)."""
+        if limit <= 0:
+            return False
+        q = sms_quota.c
+        insert = pg_insert if self._pg else sqlite_insert
+        stmt = (
+            insert(sms_quota)
+            .values(campaign=self.campaign, phone=phone, day=day, used=1)
+            .on_conflict_do_update(
+                index_elements=[q.campaign, q.phone, q.day],
+                set_={"used": q.used + 1},
+                where=q.used < limit,
+            )
+            .returning(q.used)
+        )
+        async with self.engine.begin() as conn:
+            return (await conn.execute(stmt)).first() is not None
+
+    async def release_sms(self, phone: str, day: str) -> None:
+        """Give a slot back: the provider did not accept the message."""
+        q = sms_quota.c
+        async with self.engine.begin() as conn:
+            await conn.execute(
+                sa.update(sms_quota)
+                .where(q.campaign == self.campaign, q.phone == phone, q.day == day, q.used > 0)
+                .values(used=q.used - 1)
+            )
+
     async def sms_sent_since(self, recipients: Sequence[str], since: datetime) -> dict[str, int]:
         """SMS already sent to each recipient since ``since`` (for the daily cap)."""
         m = messages.c
@@ -575,3 +728,56 @@ class Outbox:
             async for partition in result.partitions(_CHUNK):
                 for row in partition:
                     yield dict(row._mapping)
+
+    async def last_sent_items(
+        self, recipient_id: str, channel: str, kind: str, before: datetime
+    ) -> list[dict[str, Any]] | None:
+        """The items of the last message of ``kind`` sent to the recipient on the channel
+        before ``before`` (None: there was none) — what a digest compares itself with."""
+        m = messages.c
+        query = (
+            sa.select(m["items"])
+            .where(
+                m.campaign == self.campaign,
+                m.recipient_id == recipient_id,
+                m.channel == channel,
+                m.kind == kind,
+                m.status == "sent",
+                m.sent_at < before,
+            )
+            .order_by(m.sent_at.desc())
+            .limit(1)
+        )
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(query)).first()
+        return None if row is None else list(row[0] or [])
+
+    async def requeue(self, keys: list[str]) -> int:
+        """Put failed messages back to pending (the operator fixed the cause); returns how
+        many. They are due at once and still expire as planned: one that stopped making
+        sense meanwhile ends ``stale`` instead of being sent."""
+        if not keys:
+            return 0
+        m = messages.c
+        done = 0
+        async with self.engine.begin() as conn:
+            for i in range(0, len(keys), _CHUNK):
+                result = await conn.execute(
+                    sa.update(messages)
+                    .where(
+                        m.campaign == self.campaign,
+                        m.idem_key.in_(keys[i : i + _CHUNK]),
+                        m.status == "failed",
+                    )
+                    .values(
+                        status="pending",
+                        next_attempt_at=m.due_at,
+                        attempts=0,
+                        claimed_by=None,
+                        lease_until=None,
+                        reason=sa.literal("requeued by the operator; before: ") + m.reason,
+                        updated_at=sa.func.now(),
+                    )
+                )
+                done += result.rowcount
+        return done

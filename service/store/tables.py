@@ -109,6 +109,8 @@ messages = sa.Table(
     sa.Column("subject", sa.Text, nullable=True),
     sa.Column("body", sa.Text, nullable=True),
     sa.Column("address", sa.String(256), nullable=True),
+    # The bundle: [{obligation, period, unit, step, kind, expires}], most urgent first.
+    sa.Column("items", sa.JSON, nullable=True),
     sa.Index("ix_messages_claim", "status", "next_attempt_at"),
     sa.Index("ix_messages_recipient_sent", "recipient_id", "sent_at"),  # the daily SMS cap
 )
@@ -135,4 +137,15 @@ planner_state = sa.Table(
     sa.Column("campaign", sa.String(64), primary_key=True),
     sa.Column("planned_through", UtcDateTime, nullable=False),
     sa.Column("updated_at", UtcDateTime, nullable=False),
+)
+
+# SMS reserved per phone number and local day (the daily cap), shared by every replica:
+# a conditional upsert takes a slot, a failed send gives it back.
+sms_quota = sa.Table(
+    "sms_quota",
+    metadata,
+    sa.Column("campaign", sa.String(64), primary_key=True),
+    sa.Column("phone", sa.String(32), primary_key=True),
+    sa.Column("day", sa.String(10), primary_key=True),
+    sa.Column("used", sa.Integer, nullable=False),
 )
