@@ -12,7 +12,8 @@ from typing import Annotated
 import typer
 
 from ..store.db import create_engine, migrate
-from .commands import Context, app, fail, run_async
+from .commands import app
+from .common import Context, fail, run_async
 
 REQUEUEABLE = ("failed",)
 
