@@ -6,6 +6,7 @@ the whole list of groups.
 
 from __future__ import annotations
 
+from . import web as web
 from .commands import app, main
 
 __all__ = ["app", "main"]

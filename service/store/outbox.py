@@ -489,3 +489,27 @@ class Outbox:
             async for partition in result.partitions(_CHUNK):
                 for row in partition:
                     yield dict(row._mapping)
+
+    async def requeue(self, keys: list[str]) -> int:
+        """Put failed messages back to ``pending`` (an operator's retry); returns how many.
+
+        Only ``failed`` ones: a sent, cancelled or stale message stays final. The next
+        attempt time is left as it was (in the past), so the next cycle claims it; its
+        expiry still holds, so a message whose reason passed meanwhile becomes stale.
+        """
+        if not keys:
+            return 0
+        m = messages.c
+        async with self.engine.begin() as conn:
+            result = await conn.execute(
+                messages.update()
+                .where(m.campaign == self.campaign, m.idem_key.in_(keys), m.status == "failed")
+                .values(
+                    status="pending",
+                    reason="re-queued by the office",
+                    attempts=0,
+                    claimed_by=None,
+                    lease_until=None,
+                )
+            )
+            return int(result.rowcount)
