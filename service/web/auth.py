@@ -4,13 +4,13 @@ authorization matrix test is generated from the same table (``route_rules``)."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.routing import APIRoute
-from starlette.routing import Mount, Route
+from starlette.routing import BaseRoute, Mount, Route
 
 from .security import token_hash
 from .state import state_of
@@ -166,10 +166,21 @@ def _rule_of(dependant: Any) -> Rule | None:
     return None
 
 
+def _walk(routes: Iterable[BaseRoute]) -> Iterator[BaseRoute]:
+    """Routes, with included routers opened (FastAPI ≥ 0.120 keeps them as one route
+    holding ``original_router``; earlier versions copied their routes)."""
+    for route in routes:
+        inner = getattr(route, "original_router", None)
+        if inner is not None:
+            yield from _walk(inner.routes)
+        else:
+            yield route
+
+
 def route_rules(app: FastAPI) -> dict[tuple[str, str], Rule | None]:
     """(method, path) → declared rule for every route (None: a route without a rule)."""
     out: dict[tuple[str, str], Rule | None] = {}
-    for route in app.routes:
+    for route in _walk(app.routes):
         if isinstance(route, APIRoute):
             for method in sorted(route.methods or ()):
                 out[(method, route.path)] = _rule_of(route.dependant)

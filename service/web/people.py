@@ -40,8 +40,12 @@ def home_of(who: Principal) -> str:
 
 
 @router.get("/")
-async def root(who: Annotated[Principal | None, Depends(open_page("public"))]) -> Response:
-    return RedirectResponse(home_of(who) if who else "/login", status_code=303)
+async def root(
+    request: Request, who: Annotated[Principal | None, Depends(open_page("public"))]
+) -> Response:
+    if who is None:
+        return render(request, "login.html", errors={}, username="")
+    return RedirectResponse(home_of(who), status_code=303)
 
 
 @router.get("/login")
@@ -87,12 +91,14 @@ async def login(
 
 
 @router.post("/logout")
-async def logout(request: Request, who: Annotated[Principal, Depends(page("public"))]) -> Response:
+async def logout(
+    request: Request, who: Annotated[Principal | None, Depends(open_page("public"))]
+) -> Response:
     form = await request.form()
     if not csrf_ok(request, form.get("csrf")):
         raise HTTPException(403, "表单已过期，请刷新页面后重试。")
     request.session.clear()
-    return RedirectResponse("/login", status_code=303)
+    return RedirectResponse("/", status_code=303)
 
 
 @router.get("/l/{token}")

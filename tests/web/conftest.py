@@ -10,6 +10,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import httpx
+from argon2 import PasswordHasher
 import pytest
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -19,7 +20,7 @@ from service.config import Settings
 from service.runtime import Runtime
 from service.store.accounts import Accounts
 from service.web.app import create_app
-from service.web.security import hash_password, new_api_token, token_hash
+from service.web.security import new_api_token, token_hash
 from service.web.state import WebSettings, WebState
 from tests.conftest import local
 
@@ -96,9 +97,10 @@ _HASH: list[str] = []
 
 
 def _hashed() -> str:
-    """One argon2 hash per session: hashing is deliberately slow."""
+    """A cheap argon2 hash (the parameters travel in the hash, so verifying it is cheap
+    too); production hashes use argon2-cffi's defaults (~0.5 s here)."""
     if not _HASH:
-        _HASH.append(hash_password(PASSWORD))
+        _HASH.append(PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1).hash(PASSWORD))
     return _HASH[0]
 
 
@@ -174,3 +176,40 @@ async def link_client(
     yield enter
     for c in opened:
         await c.aclose()
+
+
+@pytest.fixture
+async def failed_message(migrated_engine: AsyncEngine, web_clock: VirtualClock) -> tuple[int, str]:
+    """One failed reminder to changchun's liaison in the outbox: (id, key)."""
+    import sqlalchemy as sa
+
+    from service.store.tables import messages
+
+    key = "jilin-2023/weekly-progress/2023-W25/changchun/reminder1/changchun-liaison/email"
+    now = web_clock.now()
+    async with migrated_engine.begin() as conn:
+        result = await conn.execute(
+            messages.insert()
+            .values(
+                idem_key=key,
+                campaign="jilin-2023",
+                kind="reminder",
+                step="reminder1-1wd",
+                obligation="weekly-progress",
+                periods=["2023-W25"],
+                units=["changchun"],
+                recipient_id="changchun-liaison",
+                channel="email",
+                due_at=now,
+                next_attempt_at=now,
+                status="failed",
+                reason="permanent: 550 mailbox unavailable",
+                attempts=1,
+                created_at=now,
+                updated_at=now,
+                subject="【提醒】请报送",
+                body="李海燕：请于 6 月 21 日 17:00 前报送。",
+            )
+            .returning(messages.c.id)
+        )
+        return int(result.scalar_one()), key

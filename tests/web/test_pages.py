@@ -82,7 +82,11 @@ async def test_retract_from_unit_page(login: Login, ledger: Ledger) -> None:
     [sid] = await ledger.record(
         [
             NewSubmission(
-                "changchun", "weekly-progress", "2023-W26", 1, local("2023-06-26T09:00"),
+                "changchun",
+                "weekly-progress",
+                "2023-W26",
+                1,
+                local("2023-06-26T09:00"),
                 "liaison-link",
             )
         ],
@@ -138,7 +142,10 @@ async def test_liaison_cannot_submit_for_unopened_period(link_client, ledger: Le
 
 
 async def test_tampered_link_gets_plain_page_and_log_line(
-    client: httpx.AsyncClient, web_state: WebState, web_clock, caplog  # type: ignore[no-untyped-def]
+    client: httpx.AsyncClient,
+    web_state: WebState,
+    web_clock,
+    caplog,  # type: ignore[no-untyped-def]
 ) -> None:
     """A tampered token: 403 with a plain explanation, and a warning naming the reason."""
     from structlog.testing import capture_logs
@@ -152,7 +159,9 @@ async def test_tampered_link_gets_plain_page_and_log_line(
 
 
 async def test_expired_link_is_refused(
-    client: httpx.AsyncClient, web_state: WebState, web_clock  # type: ignore[no-untyped-def]
+    client: httpx.AsyncClient,
+    web_state: WebState,
+    web_clock,  # type: ignore[no-untyped-def]
 ) -> None:
     """A link past its lifetime is refused."""
     from datetime import timedelta
@@ -163,7 +172,9 @@ async def test_expired_link_is_refused(
 
 
 async def test_revoked_link_is_refused(
-    client: httpx.AsyncClient, web_state: WebState, web_clock  # type: ignore[no-untyped-def]
+    client: httpx.AsyncClient,
+    web_state: WebState,
+    web_clock,  # type: ignore[no-untyped-def]
 ) -> None:
     """After revoke_links the person's earlier link no longer opens a session."""
     token = web_state.signer.issue("changchun-liaison", 1, web_clock.now())
@@ -173,7 +184,9 @@ async def test_revoked_link_is_refused(
 
 
 async def test_rotated_key_refuses_every_link(
-    client: httpx.AsyncClient, web_state: WebState, web_clock  # type: ignore[no-untyped-def]
+    client: httpx.AsyncClient,
+    web_state: WebState,
+    web_clock,  # type: ignore[no-untyped-def]
 ) -> None:
     """A link signed with an old key is refused once the key changed."""
     from service.links import LinkSigner
@@ -208,9 +221,7 @@ async def test_supervisor_exports_xlsx_and_csv(login: Login) -> None:
     rows = list(sheet.iter_rows(values_only=True))
     assert rows[0][0] == "事项" and any("农安县安委会办公室" in row for row in rows)
     # phones are text cells starting with '+', neutralised so no formula is ever stored
-    assert all(
-        not (isinstance(v, str) and v.startswith("+")) for row in rows[1:] for v in row
-    )
+    assert all(not (isinstance(v, str) and v.startswith("+")) for row in rows[1:] for v in row)
 
 
 async def test_security_headers_on_pages(client: httpx.AsyncClient) -> None:
