@@ -10,8 +10,8 @@ from datetime import timedelta
 from pathlib import Path
 
 import httpx
-from argon2 import PasswordHasher
 import pytest
+from argon2 import PasswordHasher
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -181,7 +181,6 @@ async def link_client(
 @pytest.fixture
 async def failed_message(migrated_engine: AsyncEngine, web_clock: VirtualClock) -> tuple[int, str]:
     """One failed reminder to changchun's liaison in the outbox: (id, key)."""
-    import sqlalchemy as sa
 
     from service.store.tables import messages
 
