@@ -3,6 +3,8 @@ downloaded build). Screenshots go to tests/artifacts/ (git-ignored)."""
 
 from __future__ import annotations
 
+import asyncio
+import io
 import os
 import socket
 from collections.abc import AsyncIterator
@@ -185,7 +187,7 @@ async def test_supervisor_exports_overdue_list(
     async with page.expect_download() as info:
         await page.click("#export-xlsx")
     download = await info.value
-    saved = await download.path()
-    rows = list(load_workbook(saved, read_only=True).active.iter_rows(values_only=True))
+    data = await asyncio.to_thread(Path(await download.path()).read_bytes)
+    rows = list(load_workbook(io.BytesIO(data)).active.iter_rows(values_only=True))
     assert rows[0][:2] == ("事项", "单位") and any("农安县安委会办公室" in r for r in rows)
     assert download.suggested_filename == "overdue-changchun.xlsx"
