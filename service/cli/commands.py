@@ -393,6 +393,9 @@ def run(
     pace: Annotated[float, typer.Option(help="With --virtual-from: real seconds per step.")] = 0.0,
     tick: Annotated[int, typer.Option(help="Safety tick in seconds (real time).")] = 300,
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING")] = "INFO",
+    web: Annotated[
+        str | None, typer.Option(help="HOST:PORT: also serve the web console in this process.")
+    ] = None,
 ) -> None:
     """Run the daemon: plan and send reminders, digests and notices as they fall due."""
     from datetime import timedelta
@@ -406,8 +409,11 @@ def run(
 
     async def go(state: Context) -> None:
         if virtual_from is None:
+            from ..web.server import console_alongside
+
             async with open_app(state.settings, state.clock) as application:
-                await Daemon(application, tick=timedelta(seconds=tick)).run()
+                async with console_alongside(application, web):
+                    await Daemon(application, tick=timedelta(seconds=tick)).run()
             return
         model = state.model()
         start = state.at(virtual_from, model)

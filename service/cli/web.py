@@ -37,6 +37,10 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535)] = 8080,
     log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING")] = "INFO",
+    at: Annotated[
+        str | None,
+        typer.Option(help="Show the campaign as at this moment (a frozen clock, for demos)."),
+    ] = None,
 ) -> None:
     """Run the web console and API (several processes may share PostgreSQL)."""
     from ..logs import configure
@@ -50,8 +54,13 @@ def serve(
         fail(str(exc))
 
     async def go(state: Context) -> None:
+        from ..clock import Clock, VirtualClock
+
+        clock: Clock = state.clock
+        if at is not None:
+            clock = VirtualClock(state.at(at, state.model()))
         typer.echo(f"控制台：http://{host}:{port}/", err=True)
-        await run_server(state.settings, state.clock, host, port)
+        await run_server(state.settings, clock, host, port)
 
     run_async(ctx, go)
 

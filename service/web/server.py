@@ -13,8 +13,9 @@ from fastapi import FastAPI
 from ..app import App
 from ..clock import Clock
 from ..config import Settings
+from ..errors import ConfigError, Problem
 from .app import create_app
-from .state import WebSettings
+from .state import MissingSecret, WebSettings
 
 
 class EmbeddedServer(uvicorn.Server):
@@ -67,3 +68,25 @@ async def serve_alongside(application: App, host: str, port: int) -> AsyncIterat
     )
     async with start_server(app, host, port):
         yield app
+
+
+def parse_hostport(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:8080`` for IPv6); ValueError names what is wrong."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"--web: expected HOST:PORT, e.g. 127.0.0.1:8080, not {text!r}")
+    return host.strip("[]"), int(port)
+
+
+def console_alongside(
+    application: App, web: str | None
+) -> contextlib.AbstractAsyncContextManager[FastAPI | None]:
+    """``service run --web HOST:PORT``: the console next to the daemon, or nothing."""
+    if web is None:
+        return contextlib.nullcontext()
+    try:
+        host, port = parse_hostport(web)
+        WebSettings.from_env()
+    except (ValueError, MissingSecret) as exc:  # reported like any other bad input
+        raise ConfigError([Problem("--web", None, "", str(exc))]) from None
+    return serve_alongside(application, host, port)

@@ -239,3 +239,25 @@ async def test_session_cookie_is_httponly_samesite(client: httpx.AsyncClient) ->
     r = await client.get("/login")
     cookie = r.headers["set-cookie"].lower()
     assert "httponly" in cookie and "samesite=lax" in cookie
+
+
+async def test_liaison_page_shows_no_phone_numbers(link_client) -> None:  # type: ignore[no-untyped-def]
+    """The liaison page shows no mobile number of anyone (only the office's desk phone)."""
+    c = await link_client("changchun-liaison")
+    page = await c.get("/me")
+    assert "+86" not in page.text and "138000000" not in page.text
+
+
+async def test_supervisor_person_link_opens_scope(link_client) -> None:  # type: ignore[no-untyped-def]
+    """A supervisor from the directory enters by link and sees their own subtree."""
+    c = await link_client("yanbian-supervisor")
+    r = await c.get("/overdue")
+    assert r.status_code == 200 and "延吉市安委会办公室" in r.text
+    assert (await c.get("/units/changchun")).status_code == 403
+
+
+async def test_masked_phone_outside_scope(login: Login) -> None:
+    """The office-wide overdue page of a supervisor's parent scope is refused, not masked."""
+    c = await login("sup-e")
+    assert (await c.get("/overdue?scope=changchun")).status_code == 403
+    assert (await c.get("/overdue.csv?scope=jilin")).status_code == 403
