@@ -12,7 +12,7 @@ from fastapi.responses import RedirectResponse, Response
 
 from ..errors import LedgerError
 from ..submissions import NewSubmission
-from . import dashboard
+from . import campaign, dashboard
 from .auth import Principal, page, visible_units
 from .security import csrf_ok
 from .state import state_of
@@ -31,6 +31,7 @@ from .views import (
 
 router = APIRouter(include_in_schema=False)
 router.include_router(dashboard.router)
+router.include_router(campaign.router)
 log = structlog.get_logger("service.web")
 
 

@@ -3,6 +3,7 @@ the supervisor's overdue list with exports."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Annotated
 
 import structlog
@@ -134,7 +135,10 @@ async def _liaison_page(
     rows = await status_rows(state, [unit.id], now)
     owed = [(st, key) for st, key in rows if st.state != "done"]
     done = [(st, key) for st, key in rows if st.state == "done"]
-    messages = await state.queries.search_messages(recipients=[who.name], limit=10)
+    # up to now: a console on a frozen demo clock must not show later reminders
+    messages = await state.queries.search_messages(
+        recipients=[who.name], until=now + timedelta(seconds=1), limit=10
+    )
     version = await state.accounts.link_version(who.name)
     feed = feed_url(state.signer.issue(who.name, version, now), base=str(request.base_url)[:-1])
     subs = [
