@@ -9,7 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from .tables import audit_log, messages, planner_state, submissions
+from .tables import audit_log, delivery_attempts, messages, planner_state, submissions
 
 _MESSAGE_COLS = (
     messages.c.id,
@@ -119,6 +119,28 @@ class ConsoleQueries:
                 .group_by(m.status, m.channel)
             )
             return {(r[0], r[1]): int(r[2]) for r in rows}
+
+    async def attempts_by_outcome(self) -> dict[str, tuple[int, float]]:
+        """Delivery attempts of the campaign per outcome: (count, total seconds)."""
+        d, m = delivery_attempts.c, messages.c
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(
+                sa.select(
+                    d.outcome, sa.func.count(), sa.func.coalesce(sa.func.sum(d.duration_ms), 0)
+                )
+                .select_from(delivery_attempts.join(messages, m.id == d.message_id))
+                .where(m.campaign == self.campaign)
+                .group_by(d.outcome)
+            )
+            return {r[0]: (int(r[1]), int(r[2]) / 1000) for r in rows}
+
+    async def planned_through(self) -> datetime | None:
+        p = planner_state.c
+        async with self.engine.connect() as conn:
+            moment: datetime | None = (
+                await conn.execute(sa.select(p.planned_through).where(p.campaign == self.campaign))
+            ).scalar_one_or_none()
+        return moment
 
     async def last_cycle(self) -> datetime | None:
         """When a cycle last finished planning (planner_state is written at its end)."""

@@ -83,7 +83,8 @@ async def bearer_principal(request: Request) -> Principal | None:
         row = await state_of(request).accounts.token(token_hash(token.strip()))
     if row is None:
         raise HTTPException(401, "令牌无效或已撤销", headers={"WWW-Authenticate": "Bearer"})
-    return Principal(row.role, row.label, row.scope, "token")  # type: ignore[arg-type]
+    # labels need not be unique: the id keeps actors and idempotency keys apart
+    return Principal(row.role, f"{row.label}#{row.id}", row.scope, "token")  # type: ignore[arg-type]
 
 
 def allowed(rule: Rule, who: Principal | None, request: Request) -> bool:

@@ -39,6 +39,23 @@ def register_metrics(state: WebState) -> None:
             "When a reconciliation cycle last finished planning (Unix time)",
             registry=reg,
         ),
+        "attempts": Gauge(
+            "service_delivery_attempts",
+            "Delivery attempts by outcome (sent, transient, permanent, …)",
+            ["outcome"],
+            registry=reg,
+        ),
+        "attempt_seconds": Gauge(
+            "service_delivery_attempt_seconds_sum",
+            "Total time spent in delivery attempts by outcome; divide by the count for latency",
+            ["outcome"],
+            registry=reg,
+        ),
+        "lag": Gauge(
+            "service_planner_lag_seconds",
+            "How far the planned window trails the clock (large: cycles are not running)",
+            registry=reg,
+        ),
         "failed": Gauge(
             "service_channel_failed_messages",
             "Messages that failed for good, by channel",
@@ -84,6 +101,13 @@ async def metrics(request: Request, who: Annotated[None, Depends(public)]) -> Re
         if status == "failed":
             gauges["failed"].labels(channel).set(n)
     gauges["pending"].set(pending)
+    gauges["attempts"].clear()
+    gauges["attempt_seconds"].clear()
+    for outcome, (count, seconds) in (await state.queries.attempts_by_outcome()).items():
+        gauges["attempts"].labels(outcome).set(count)
+        gauges["attempt_seconds"].labels(outcome).set(seconds)
+    planned = await state.queries.planned_through()
+    gauges["lag"].set((state.clock.now() - planned).total_seconds() if planned else 0)
     last = await state.queries.last_cycle()
     gauges["last_cycle"].set(last.timestamp() if last else 0)
     return Response(generate_latest(state.registry), media_type=CONTENT_TYPE_LATEST)

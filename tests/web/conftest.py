@@ -15,10 +15,16 @@ from argon2 import PasswordHasher
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from service.channels.base import Channel
+from service.channels.file_outbox import FileOutbox, OutboxChannel
 from service.clock import VirtualClock
 from service.config import Settings
+from service.cycle import Reconciler
+from service.dispatcher import Dispatcher, RetryPolicy
 from service.runtime import Runtime
 from service.store.accounts import Accounts
+from service.store.ledger import Ledger
+from service.store.outbox import Outbox
 from service.web.app import create_app
 from service.web.security import new_api_token, token_hash
 from service.web.state import WebSettings, WebState
@@ -212,3 +218,21 @@ async def failed_message(migrated_engine: AsyncEngine, web_clock: VirtualClock) 
             .returning(messages.c.id)
         )
         return int(result.scalar_one()), key
+
+
+@pytest.fixture
+def reconciler(
+    runtime: Runtime, migrated_engine: AsyncEngine, web_clock: VirtualClock, tmp_path: Path
+) -> Reconciler:
+    """The daemon's cycle on the test database, sending into a file outbox (nobody contacted)."""
+    outbox = Outbox(migrated_engine, "jilin-2023")
+    ledger = Ledger(migrated_engine, "jilin-2023", web_clock)
+    files = FileOutbox(
+        tmp_path / "outbox", from_addr="office@example.org", clock=web_clock.now, durable=False
+    )
+    channels: dict[str, Channel] = {
+        "email": OutboxChannel(files, "email"),
+        "sms": OutboxChannel(files, "sms"),
+    }
+    dispatcher = Dispatcher(runtime, outbox, ledger, channels, web_clock, "w1", RetryPolicy())
+    return Reconciler(runtime, outbox, ledger, dispatcher, web_clock)

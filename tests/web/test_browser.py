@@ -15,13 +15,9 @@ import sqlalchemy as sa
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service.channels.file_outbox import FileOutbox, OutboxChannel
 from service.clock import VirtualClock
 from service.cycle import Reconciler
-from service.dispatcher import Dispatcher, RetryPolicy
-from service.runtime import Runtime
 from service.store.ledger import Ledger
-from service.store.outbox import Outbox
 from service.store.tables import messages
 from service.web.server import start_server
 from service.web.state import WebState
@@ -125,23 +121,12 @@ async def test_liaison_link_marks_submitted_and_cycle_cancels_reminder(
     app: FastAPI,
     web_state: WebState,
     web_clock: VirtualClock,
-    runtime: Runtime,
+    reconciler: Reconciler,
     migrated_engine: AsyncEngine,
-    tmp_path: Path,
     request: pytest.FixtureRequest,
 ) -> None:  # type: ignore[no-untyped-def]
     """A liaison opens their link, presses 已报送; the next cycle cancels the reminder."""
     web_clock.set(local("2023-06-30T09:00"))
-    outbox, ledger = (
-        Outbox(migrated_engine, "jilin-2023"),
-        Ledger(migrated_engine, "jilin-2023", web_clock),
-    )
-    files = FileOutbox(
-        tmp_path / "outbox", from_addr="office@example.org", clock=web_clock.now, durable=False
-    )
-    channels = {"email": OutboxChannel(files, "email"), "sms": OutboxChannel(files, "sms")}
-    dispatcher = Dispatcher(runtime, outbox, ledger, channels, web_clock, "w1", RetryPolicy())
-    reconciler = Reconciler(runtime, outbox, ledger, dispatcher, web_clock)
     await reconciler.plan()  # the 09:00 reminders are planned, not yet sent
     m = messages.c
     reminder = sa.select(m.status, m.reason).where(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import httpx
@@ -47,6 +48,17 @@ async def test_metrics_count_messages_by_state_and_channel(
     assert "service_outbox_pending 0.0" in text
     assert 'service_channel_failed_messages{channel="email"} 1.0' in text
     assert "service_last_cycle_timestamp_seconds" in text
+
+
+async def test_metrics_after_a_cycle(client: httpx.AsyncClient, reconciler, web_clock) -> None:  # type: ignore[no-untyped-def]
+    """After a real cycle: sent attempts with their time, no planner lag, a last-cycle time."""
+    await reconciler.run_cycle("test")
+    text = (await client.get("/metrics")).text
+    sent = re.search(r'service_delivery_attempts\{outcome="sent"\} (\S+)', text)
+    assert sent and float(sent.group(1)) > 0
+    assert "service_planner_lag_seconds 0.0" in text
+    stamp = re.search(r"^service_last_cycle_timestamp_seconds (\S+)", text, re.M)
+    assert stamp and float(stamp.group(1)) == web_clock.now().timestamp()
 
 
 async def test_messages_search_and_body(login: Login, failed_message: tuple[int, str]) -> None:
