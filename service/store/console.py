@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import date, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from .tables import audit_log, delivery_attempts, messages, planner_state, submissions
+from .tables import UtcDateTime, audit_log, delivery_attempts, messages, planner_state, submissions
 
 _MESSAGE_COLS = (
     messages.c.id,
@@ -49,6 +50,76 @@ class ConsoleQueries:
             query = query.where(c.unit_id.in_(list(units)))
         async with self.engine.connect() as conn:
             return [(r[0], r[1], r[2], int(r[3]), r[4]) for r in await conn.execute(query)]
+
+    async def occurrence_tallies(
+        self, occurrences: Sequence[tuple[str, str, datetime, int]], at: datetime
+    ) -> dict[tuple[str, str], tuple[int, int]]:
+        """Per (obligation, period): how many units' active submissions made by ``at`` reach
+        the quota minimum — (in all, by the due moment). ``occurrences`` are
+        (obligation, period, due_at, quota_min).
+
+        Aggregated in SQL (one pass, one row per occurrence back) so that the dashboard
+        costs about one GROUP BY of the ledger, not a Python loop over every row. Reaching
+        the minimum with what was submitted by the due moment is exactly "completed on
+        time"; the rest of the completed are late (补报).
+        """
+        if not occurrences:
+            return {}
+        c = submissions.c
+        pick = [
+            (sa.and_(c.obligation == ob, c.period == per), due, qmin)
+            for ob, per, due, qmin in occurrences
+        ]
+        due = sa.case(*[(cond, sa.literal(d, UtcDateTime)) for cond, d, _ in pick])
+        qmin = sa.case(*[(cond, q) for cond, _, q in pick])
+        keys = sa.tuple_(c.obligation, c.period).in_([(o, p) for o, p, _, _ in occurrences])
+        per_unit = (
+            sa.select(
+                c.obligation,
+                c.period,
+                sa.func.sum(c.count).label("total"),
+                sa.func.sum(sa.case((c.submitted_at <= due, c.count), else_=0)).label("on_time"),
+                sa.func.max(qmin).label("qmin"),
+            )
+            .where(
+                c.campaign == self.campaign,
+                c.retracted_at.is_(None),
+                c.submitted_at <= at,
+                keys,
+            )
+            .group_by(c.obligation, c.period, c.unit_id)
+            .subquery()
+        )
+        u = per_unit.c
+        query = sa.select(
+            u.obligation,
+            u.period,
+            sa.func.sum(sa.case((u.total >= u.qmin, 1), else_=0)),
+            sa.func.sum(sa.case((u.on_time >= u.qmin, 1), else_=0)),
+        ).group_by(u.obligation, u.period)
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(query)
+            return {(r[0], r[1]): (int(r[2]), int(r[3])) for r in rows}
+
+    async def submissions_per_day(self, at: datetime, tz: ZoneInfo) -> dict[date, int]:
+        """Active submissions made by ``at`` per local calendar day (for the chart)."""
+        c = submissions.c
+        if self.engine.dialect.name == "postgresql":
+            day = sa.func.date(sa.func.timezone(tz.key, c.submitted_at))
+        else:  # stored as naive UTC text; the campaign zone's offset (no DST in China)
+            hours = int((at.astimezone(tz).utcoffset() or timedelta()).total_seconds() // 3600)
+            day = sa.func.date(c.submitted_at, f"{hours:+d} hours")
+        query = (
+            sa.select(day, sa.func.count())
+            .where(c.campaign == self.campaign, c.retracted_at.is_(None), c.submitted_at <= at)
+            .group_by(day)
+        )
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(query)
+            return {
+                (r[0] if isinstance(r[0], date) else date.fromisoformat(str(r[0]))): int(r[1])
+                for r in rows
+            }
 
     async def unit_submissions(self, unit: str) -> list[dict[str, Any]]:
         c = submissions.c

@@ -58,10 +58,9 @@ def _filtered_units(state: WebState, region: str | None, kind: str | None) -> se
     return units
 
 
-def chart(state: WebState, moments: list[date]) -> dict[str, object]:
+def chart(per_day: dict[date, int]) -> dict[str, object]:
     """An SVG polyline of cumulative submissions per day (drawn server-side, no script)."""
     width, height, pad = 640, 160, 24
-    per_day = Counter(moments)
     if not per_day:
         return {"points": "", "width": width, "height": height, "labels": [], "total": 0}
     days = sorted(per_day)
@@ -97,18 +96,34 @@ async def dashboard(
     kind = request.query_params.get("kind") or None
     units = _filtered_units(state, region, kind)
     now = state.clock.now()
-    rows = await status_rows(state, units, now)
+    model = state.model
+    occurrences = open_occurrences(model, now)
     tallies: dict[str, Tally] = {
-        occ.key: Tally(occ.obligation, occ.period, "", local(occ.due_at, state))
-        for occ in open_occurrences(state.model, now)
+        occ.key: Tally(
+            occ.obligation,
+            occ.period,
+            model.schedule.obligation(occ.obligation).title,
+            local(occ.due_at, state),
+        )
+        for occ in occurrences
     }
-    for st, key in rows:
-        tallies[st.occurrence.key].counts[key] += 1
-    for tally in tallies.values():
-        tally.title = state.model.schedule.obligation(tally.obligation).title
-    tz = state.model.schedule.campaign.tz
-    dated = await state.queries.dated_counts(sorted(units) if units is not None else None)
-    days = [r[4].astimezone(tz).date() for r in dated if r[4] <= now]
+    tz = model.schedule.campaign.tz
+    if units is None:  # the whole campaign: aggregated in SQL (see ConsoleQueries)
+        sums = await state.queries.occurrence_tallies(
+            [(o.obligation, o.period, o.due_at, o.quota_min) for o in occurrences], now
+        )
+        for occ in occurrences:
+            done, on_time = sums.get((occ.obligation, occ.period), (0, 0))
+            counts = tallies[occ.key].counts
+            counts["done"], counts["late"] = on_time, done - on_time
+            rest = len(model.owers[occ.obligation]) - done
+            counts["overdue" if now > occ.due_at else "outstanding"] = rest
+        per_day = await state.queries.submissions_per_day(now, tz)
+    else:
+        for st, key in await status_rows(state, units, now):
+            tallies[st.occurrence.key].counts[key] += 1
+        dated = await state.queries.dated_counts(sorted(units))
+        per_day = Counter(r[4].astimezone(tz).date() for r in dated if r[4] <= now)
     regions = [u for u in state.model.directory.units.values() if u.kind == "region"]
     return render(
         request,
@@ -118,7 +133,7 @@ async def dashboard(
         kind=kind,
         regions=regions,
         kinds=KIND_NAMES,
-        chart=chart(state, days),
+        chart=chart(per_day),
         now=local(now, state),
         labels=STATE_LABEL,
     )

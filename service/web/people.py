@@ -139,7 +139,7 @@ async def _liaison_page(
     messages = await state.queries.search_messages(
         recipients=[who.name], until=now + timedelta(seconds=1), limit=10
     )
-    version = await state.accounts.link_version(who.name)
+    version = int(request.session.get("v", 1))  # checked against the store just now
     feed = feed_url(state.signer.issue(who.name, version, now), base=str(request.base_url)[:-1])
     subs = [
         s
