@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -27,7 +26,7 @@ from ..store.ledger import Ledger
 from ..store.outbox import Outbox
 from . import api, feeds, office, ops, people
 from .auth import LoginRequired, route_rules
-from .security import add_security_headers, redact_path
+from .security import ConsoleMiddleware
 from .state import HERE, WebSettings, WebState
 from .validation import chinese_errors
 from .views import render
@@ -95,8 +94,7 @@ def create_app(
         same_site="lax",  # strict would drop the cookie after arriving from a mail link
         https_only=web.https_only,
     )
-    app.middleware("http")(add_security_headers)
-    app.middleware("http")(_access_log)
+    app.add_middleware(ConsoleMiddleware)  # outermost: headers and logs for every answer
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     for module in (people, office, api, feeds, ops):
         app.include_router(module.router)
@@ -105,21 +103,6 @@ def create_app(
     if missing:
         raise RuntimeError(f"routes without an access rule: {', '.join(sorted(missing))}")
     return app
-
-
-async def _access_log(
-    request: Request, call_next: Callable[[Request], Awaitable[Response]]
-) -> Response:
-    started = time.perf_counter()
-    response = await call_next(request)
-    log.info(
-        "request",
-        method=request.method,
-        path=redact_path(request.url.path),
-        status=response.status_code,
-        ms=round((time.perf_counter() - started) * 1000, 1),
-    )
-    return response
 
 
 def _handlers(app: FastAPI) -> None:

@@ -50,8 +50,8 @@ async def _unit_page(
     if unit is None:
         raise HTTPException(404, "没有这个单位。")
     now = state.clock.now()
-    rows = await status_rows(state, [unit_id], now)
     subs = await state.queries.unit_submissions(unit_id)
+    rows = await status_rows(state, [unit_id], now, subs)
     audit = await state.queries.audit_for([s["id"] for s in subs])
     people = state.model.directory.people_by_unit.get(unit_id, [])
     visible = visible_units(request, who)

@@ -5,12 +5,16 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-from collections.abc import Awaitable, Callable
+import time
 
+import structlog
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from starlette.datastructures import MutableHeaders
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+log = structlog.get_logger("service.web")
 
 _HASHER = PasswordHasher()
 # A hash to verify against when the user does not exist: the answer takes as long as for
@@ -75,12 +79,41 @@ def redact_path(path: str) -> str:
     return _SECRET_PATHS.sub(lambda m: f"/{m.group(1)}/<token>", path)
 
 
-async def add_security_headers(
-    request: Request, call_next: Callable[[Request], Awaitable[Response]]
-) -> Response:
-    response = await call_next(request)
-    for name, value in HEADERS.items():
-        response.headers.setdefault(name, value)
-    if request.url.path.startswith(("/l/", "/me", "/feeds/")):
-        response.headers["Cache-Control"] = "no-store"
-    return response
+class ConsoleMiddleware:
+    """Security headers on every response and one log line per request (tokens redacted).
+
+    Plain ASGI rather than ``BaseHTTPMiddleware``: no extra task per request.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        path: str = scope["path"]
+        status = 500
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = MutableHeaders(scope=message)
+                for name, value in HEADERS.items():
+                    headers.setdefault(name, value)
+                if path.startswith(("/l/", "/me", "/feeds/")):
+                    headers["Cache-Control"] = "no-store"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_headers)
+        finally:
+            log.info(
+                "request",
+                method=scope["method"],
+                path=redact_path(path),
+                status=status,
+                ms=round((time.perf_counter() - started) * 1000, 1),
+            )

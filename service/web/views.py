@@ -71,18 +71,40 @@ def title_of(state: WebState, obligation: str | None) -> str:
 
 
 async def status_rows(
-    state: WebState, units: Iterable[str] | None, at: datetime
+    state: WebState,
+    units: Iterable[str] | None,
+    at: datetime,
+    subs: list[dict[str, Any]] | None = None,
 ) -> list[tuple[UnitStatus, str]]:
     """compute_status for ``units`` (None: all) with each row's state label key, where a
-    done occurrence whose quota was met after its due moment is "late" (补报)."""
+    done occurrence whose quota was met after its due moment is "late" (补报).
+
+    ``subs``: the unit's submission rows when the caller has them already (one unit's
+    page): counts and completion moments then come from them, not two more queries.
+    """
     wanted = None if units is None else list(units)
-    if wanted is not None and len(wanted) <= 500:
-        counts: Any = await state.ledger.counts_for(wanted, as_of=at)
+    if subs is not None:
+        active = sorted(
+            (
+                (r["unit_id"], r["obligation"], r["period"], int(r["count"]), r["submitted_at"])
+                for r in subs
+                if r["retracted_at"] is None and r["submitted_at"] <= at
+            ),
+            key=lambda r: r[4],
+        )
+        counts: Any = {}
+        for unit, obligation, period, count, _ in active:
+            counts[(unit, obligation, period)] = counts.get((unit, obligation, period), 0) + count
+        dated = active
     else:
-        counts = await state.ledger.count_table(state.runtime.unit_index, as_of=at)
+        if wanted is not None and len(wanted) <= 500:
+            counts = await state.ledger.counts_for(wanted, as_of=at)
+        else:
+            counts = await state.ledger.count_table(state.runtime.unit_index, as_of=at)
+        small = wanted if wanted and len(wanted) <= 500 else None
+        dated = [r for r in await state.queries.dated_counts(small) if r[4] <= at]
     rows = compute_status(state.model, counts, at, wanted)
-    dated = await state.queries.dated_counts(wanted if wanted and len(wanted) <= 500 else None)
-    moments = completion_moments(state.model, (r for r in dated if r[4] <= at))
+    moments = completion_moments(state.model, dated)
     out: list[tuple[UnitStatus, str]] = []
     for st in rows:
         key: str = st.state
