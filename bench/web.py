@@ -100,16 +100,24 @@ async def run(units: int, clients: int) -> None:
                 liaisons = [p.id for p in runtime.model.directory.people if p.role == "liaison"]
                 chosen = rng.sample(liaisons, min(clients, len(liaisons)))
 
-                async def liaison(pid: str) -> float:
-                    token = state.signer.issue(pid, 1, clock.now())
+                entered: list[httpx.AsyncClient] = []
+                for pid in chosen:  # everyone enters by their link first ...
                     async with httpx.AsyncClient(base_url=base, timeout=60) as c:
-                        await c.get(f"/l/{token}")
-                        started = time.perf_counter()
-                        r = await c.get("/me")
-                        assert r.status_code == 200
-                        return time.perf_counter() - started
+                        await c.get(f"/l/{state.signer.issue(pid, 1, clock.now())}")
+                        cookies = dict(c.cookies)
+                    # a new connection each: idle keep-alive ones are closed after 5 s
+                    entered.append(httpx.AsyncClient(base_url=base, timeout=60, cookies=cookies))
 
-                liaison_times = await asyncio.gather(*(liaison(p) for p in chosen))
+                async def liaison(c: httpx.AsyncClient) -> float:
+                    started = time.perf_counter()
+                    r = await c.get("/me")
+                    assert r.status_code == 200
+                    return time.perf_counter() - started
+
+                # ... then all of them load their page at once
+                liaison_times = await asyncio.gather(*(liaison(c) for c in entered))
+                for c in entered:
+                    await c.aclose()
             await state.engine.dispose()
             await conn.close()
         finally:
