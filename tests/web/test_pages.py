@@ -261,3 +261,19 @@ async def test_masked_phone_outside_scope(login: Login) -> None:
     c = await login("sup-e")
     assert (await c.get("/overdue?scope=changchun")).status_code == 403
     assert (await c.get("/overdue.csv?scope=jilin")).status_code == 403
+
+
+async def test_markup_in_a_note_is_escaped(login: Login) -> None:
+    """Text from people (a note) is shown as text, never as markup."""
+    c = await login("operator")
+    page = await c.get("/units/changchun")
+    await c.post(
+        "/units/changchun/submissions",
+        data={
+            "csrf": csrf_of(page.text),
+            "occurrence": "weekly-progress@2023-W25",
+            "note": "<script>alert(1)</script>",
+        },
+    )
+    page = await c.get("/units/changchun")
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page.text and "<script" not in page.text
