@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from .tables import UtcDateTime, audit_log, delivery_attempts, messages, planner_state, submissions
+from .tables import audit_log, delivery_attempts, messages, planner_state, submissions
 
 _MESSAGE_COLS = (
     messages.c.id,
@@ -66,39 +66,40 @@ class ConsoleQueries:
         if not occurrences:
             return {}
         c = submissions.c
-        pick = [
-            (sa.and_(c.obligation == ob, c.period == per), due, qmin)
-            for ob, per, due, qmin in occurrences
-        ]
-        due = sa.case(*[(cond, sa.literal(d, UtcDateTime)) for cond, d, _ in pick])
-        qmin = sa.case(*[(cond, q) for cond, _, q in pick])
-        keys = sa.tuple_(c.obligation, c.period).in_([(o, p) for o, p, _, _ in occurrences])
-        per_unit = (
-            sa.select(
-                c.obligation,
-                c.period,
-                sa.func.sum(c.count).label("total"),
-                sa.func.sum(sa.case((c.submitted_at <= due, c.count), else_=0)).label("on_time"),
-                sa.func.max(qmin).label("qmin"),
+        # One statement, one branch per occurrence with its due moment and minimum as
+        # constants (a CASE over every row cost ~2× more); each branch reads its
+        # occurrence's rows through ix_submissions_occurrence.
+        branches = []
+        for obligation, period, due, qmin in occurrences:
+            per_unit = (
+                sa.select(
+                    sa.func.sum(c.count).label("total"),
+                    sa.func.sum(sa.case((c.submitted_at <= due, c.count), else_=0)).label("early"),
+                )
+                .where(
+                    c.campaign == self.campaign,
+                    c.obligation == obligation,
+                    c.period == period,
+                    c.retracted_at.is_(None),
+                    c.submitted_at <= at,
+                )
+                .group_by(c.unit_id)
+                .subquery()
             )
-            .where(
-                c.campaign == self.campaign,
-                c.retracted_at.is_(None),
-                c.submitted_at <= at,
-                keys,
+            branches.append(
+                sa.select(
+                    sa.literal(obligation).label("obligation"),
+                    sa.literal(period).label("period"),
+                    sa.func.coalesce(
+                        sa.func.sum(sa.case((per_unit.c.total >= qmin, 1), else_=0)), 0
+                    ),
+                    sa.func.coalesce(
+                        sa.func.sum(sa.case((per_unit.c.early >= qmin, 1), else_=0)), 0
+                    ),
+                ).select_from(per_unit)
             )
-            .group_by(c.obligation, c.period, c.unit_id)
-            .subquery()
-        )
-        u = per_unit.c
-        query = sa.select(
-            u.obligation,
-            u.period,
-            sa.func.sum(sa.case((u.total >= u.qmin, 1), else_=0)),
-            sa.func.sum(sa.case((u.on_time >= u.qmin, 1), else_=0)),
-        ).group_by(u.obligation, u.period)
         async with self.engine.connect() as conn:
-            rows = await conn.execute(query)
+            rows = await conn.execute(sa.union_all(*branches))
             return {(r[0], r[1]): (int(r[2]), int(r[3])) for r in rows}
 
     async def submissions_per_day(self, at: datetime, tz: ZoneInfo) -> dict[date, int]:
