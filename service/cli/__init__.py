@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from . import daemon, doctor, ledger, messages, views  # noqa: F401  (registers the command groups)
 from . import requeue as _requeue  # noqa: F401  (registers ``service requeue``)
+from . import web as web
 from .commands import app, main
 
 __all__ = ["app", "main"]

@@ -56,6 +56,9 @@ def run(
     pace: Annotated[float, typer.Option(min=0.0, max=60.0, help=help_text("opt.pace"))] = 0.0,
     tick: Annotated[int, typer.Option(min=1, max=86_400, help=help_text("opt.tick"))] = 300,
     log_level: Annotated[str, typer.Option(help=" | ".join(LOG_LEVELS))] = "INFO",
+    web: Annotated[
+        str | None, typer.Option(help="HOST:PORT：在同一进程中同时提供网页控制台。")
+    ] = None,
 ) -> None:
     from datetime import timedelta
 
@@ -74,8 +77,11 @@ def run(
 
     async def go(state: Context) -> None:
         if virtual_from is None:
+            from ..web.server import console_alongside
+
             async with open_app(state.settings, state.clock) as application:
-                await Daemon(application, tick=timedelta(seconds=tick)).run()
+                async with console_alongside(application, web):
+                    await Daemon(application, tick=timedelta(seconds=tick)).run()
             return
         model = state.model()
         start = state.at(virtual_from, model, "--virtual-from")

@@ -149,3 +149,64 @@ sms_quota = sa.Table(
     sa.Column("day", sa.String(10), primary_key=True),
     sa.Column("used", sa.Integer, nullable=False),
 )
+
+# --- Console accounts (migration 0004): users, API tokens, personal links, throttle ----------
+
+users = sa.Table(
+    "users",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(64), nullable=False, unique=True),
+    sa.Column("role", sa.String(16), nullable=False),  # office-admin | office | supervisor
+    sa.Column("scope", sa.String(64), nullable=True),  # supervisors: the unit of their subtree
+    sa.Column("password_hash", sa.String(256), nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("disabled_at", UtcDateTime, nullable=True),
+)
+
+api_tokens = sa.Table(
+    "api_tokens",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),  # sha256 hex
+    sa.Column("label", sa.String(128), nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),  # office | supervisor
+    sa.Column("scope", sa.String(64), nullable=True),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("revoked_at", UtcDateTime, nullable=True),
+)
+
+# A person's link carries the version it was issued with; bumping it revokes every
+# earlier link of that person (rotating the signing key revokes everybody's).
+person_links = sa.Table(
+    "person_links",
+    metadata,
+    sa.Column("person_id", sa.String(64), primary_key=True),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("updated_at", UtcDateTime, nullable=False),
+)
+
+login_throttle = sa.Table(
+    "login_throttle",
+    metadata,
+    sa.Column("name", sa.String(128), primary_key=True),
+    sa.Column("failures", sa.Integer, nullable=False),
+    sa.Column("window_start", UtcDateTime, nullable=False),
+    sa.Column("locked_until", UtcDateTime, nullable=True),
+)
+
+# Client-supplied idempotency keys of API writes: a repeated request answers the first
+# answer again instead of writing twice.
+api_requests = sa.Table(
+    "api_requests",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("principal", sa.String(128), nullable=False),
+    sa.Column("idem_key", sa.String(128), nullable=False),
+    sa.Column("action", sa.String(16), nullable=False),
+    sa.Column("fingerprint", sa.String(64), nullable=False),  # sha256 of the request body
+    sa.Column("status", sa.Integer, nullable=False),
+    sa.Column("response", sa.JSON, nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.UniqueConstraint("principal", "idem_key", name="uq_api_requests_principal_key"),
+)
