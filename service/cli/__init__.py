@@ -6,6 +6,7 @@ the whole list of groups.
 
 from __future__ import annotations
 
+from . import intake as _intake  # noqa: F401  (service forms/intake/review/mailbox/report)
 from .commands import app, main
 
 __all__ = ["app", "main"]
