@@ -138,20 +138,19 @@ def _read_xlsx(name: str, data: bytes) -> list[Grid]:
         grids, cells = [], 0
         for ws in wb.worksheets:
             grid = Grid(name, ws.title)
-            pending = formulas.get(ws.title, set())
+            pending = formulas.get(ws.title, {})
             for row_no, values in _sheet_rows(name, ws):
                 cells += sum(v is not None for v in values)
                 if cells > MAX_CELLS:
                     raise FormError(name, f"非空单元格超过 {MAX_CELLS} 个，表格过大", ws.title)
-                for col, value in enumerate(values):
-                    ref = f"{column_letter(col)}{row_no}"
-                    if value is None and ref in pending:
+                for col in sorted(pending.get(row_no, ())):
+                    if col >= len(values) or values[col] is None:
                         raise FormError(
                             name,
                             "这是公式但文件里没有保存计算结果：请在 Excel/WPS 中打开后保存，"
                             "或把公式改为数值",
                             ws.title,
-                            ref,
+                            f"{column_letter(col)}{row_no}",
                         )
                 if any(v is not None for v in values):
                     grid.rows.append((row_no, values))
@@ -197,20 +196,20 @@ def _sheet_rows(name: str, ws: Any) -> Iterator[tuple[int, list[Value]]]:
         raise FormError(name, f"工作表无法读取（{type(exc).__name__}）", ws.title) from None
 
 
-def _formula_cells(name: str, data: bytes) -> dict[str, set[str]]:
-    """Sheet title -> coordinates holding a formula (read without evaluating anything)."""
+def _formula_cells(name: str, data: bytes) -> dict[str, dict[int, set[int]]]:
+    """Sheet title -> row -> columns holding a formula (read without evaluating anything)."""
     wb = _open(name, data, data_only=False)
-    out: dict[str, set[str]] = {}
+    out: dict[str, dict[int, set[int]]] = {}
     try:
         for ws in wb.worksheets:
             ws.reset_dimensions()
-            refs = out.setdefault(ws.title, set())
+            refs = out.setdefault(ws.title, {})
             for row_no, row in enumerate(ws.iter_rows(), start=1):
                 if row_no > MAX_ROWS:
                     break
                 for col, cell in enumerate(row[:MAX_COLUMNS]):
                     if getattr(cell, "data_type", None) == "f":
-                        refs.add(f"{column_letter(col)}{row_no}")
+                        refs.setdefault(row_no, set()).add(col)
     except Exception as exc:
         raise FormError(name, f"工作簿无法读取（{type(exc).__name__}）") from None
     finally:
