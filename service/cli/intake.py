@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import imaplib
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -194,5 +195,23 @@ def review_reject(
             if item is None:
                 raise LedgerError(f"review: no item #{item_id}")
             typer.echo(await reject(intake, item, reason))
+
+    _run(ctx, go)
+
+
+@mailbox_app.command("poll")
+def mailbox_poll(ctx: typer.Context) -> None:
+    """One pass over the office mailbox (SERVICE_IMAP_HOST/USER/PASSWORD/FOLDER/TLS/PORT)."""
+    from ..intake.mailbox import MailboxConfig, poll
+
+    async def go(settings: Settings, clock: Clock) -> None:
+        cfg = MailboxConfig.from_env()
+        async with opened(settings, clock, "mailbox") as (_model, intake):
+            try:
+                result = await poll(intake, cfg)
+            except (OSError, imaplib.IMAP4.error) as exc:
+                raise LedgerError(f"邮箱 {cfg.host}:{cfg.port} 收取失败：{exc}") from None
+        _print(result.outcomes)
+        typer.echo(f"本次收取 {result.fetched} 封邮件，处理失败 {result.failed} 封。")
 
     _run(ctx, go)

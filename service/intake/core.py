@@ -101,6 +101,16 @@ class Intake:
         at = mail.date if mail.date is not None and mail.date <= now else now
         if not mail.attachments:
             return [await self._bare_mail(raw, mail.key, mail.sender, mail.subject, at, source)]
+        if mail.message_id:
+            # The same e-mail again (re-sent, re-synced): its attachments may differ in bytes
+            # (a re-saved workbook) but it is one submission. Fewer evidence rows than
+            # attachments means an earlier pass stopped midway: finish it, by file hash.
+            seen = await self.store.by_message(mail.message_id[:500])
+            if len(seen) >= len(mail.attachments):
+                return [
+                    Outcome(e.filename, "duplicate", "此邮件已收到过，不重复登记", e.id)
+                    for e in seen
+                ]
         return [
             await self.take_file(
                 Incoming(att.filename, att.data, at, source, mail.sender, mail.message_id),

@@ -3,9 +3,13 @@ base64 or quoted-printable, forwarded (message/rfc822), HTML-only, encoded file 
 
 from __future__ import annotations
 
+import base64
+import binascii
 import email
 import hashlib
+import quopri
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from email.header import decode_header
@@ -14,6 +18,7 @@ from email.utils import getaddresses, parsedate_to_datetime
 from html.parser import HTMLParser
 
 MAX_MAIL_BYTES = 40 * 2**20  # 163.com allows 50 MB; attachments are base64 (+33%)
+MAX_DEPTH = 5  # forwards of forwards
 SHEET_SUFFIXES = (".xlsx", ".xlsm", ".xls", ".csv", ".et", ".xltx", ".ods")
 _SHEET_TYPES = ("spreadsheet", "excel", "csv", "officedocument.spreadsheetml")
 # GB2312 and GBK are subsets of GB18030: decoding with the superset never fails on what
@@ -118,7 +123,35 @@ def _is_sheet(part: Message, filename: str) -> bool:
     return filename.lower().endswith(SHEET_SUFFIXES) or any(t in ctype for t in _SHEET_TYPES)
 
 
-def parse_mail(raw: bytes) -> Mail:
+def _parts(msg: Message, depth: int) -> Iterator[Message]:
+    """Leaf parts, forwarded messages included (also when a client base64-encoded them)."""
+    if msg.get_content_type() == "message/rfc822":
+        cte = str(msg.get("Content-Transfer-Encoding") or "").lower().strip()
+        if cte in ("base64", "quoted-printable") and depth < MAX_DEPTH:
+            inner = msg.get_payload()
+            first = inner[0] if isinstance(inner, list) and inner else None
+            body = first.get_payload() if isinstance(first, Message) else inner
+            text = body if isinstance(body, str) else ""
+            try:
+                raw = (
+                    base64.b64decode(text, validate=False)
+                    if cte == "base64"
+                    else quopri.decodestring(text.encode("ascii", "replace"))
+                )
+            except (binascii.Error, ValueError):
+                return  # an undecodable forward: the outer message still stands
+            yield from _parts(email.message_from_bytes(raw), depth + 1)
+            return
+    if msg.is_multipart():
+        payload = msg.get_payload()
+        for sub in payload if isinstance(payload, list) else ():
+            if isinstance(sub, Message):
+                yield from _parts(sub, depth + (sub.get_content_type() == "message/rfc822"))
+        return
+    yield msg
+
+
+def parse_mail(raw: bytes, depth: int = 0) -> Mail:
     """Parse one message; attachments of forwarded messages are included."""
     msg = email.message_from_bytes(raw[:MAX_MAIL_BYTES])
     addresses = getaddresses([header_text(msg.get("From"))])
@@ -141,13 +174,11 @@ def parse_mail(raw: bytes) -> Mail:
     )
     plain: list[str] = []
     html: list[str] = []
-    for part in msg.walk():
-        if part.is_multipart() or part.get_content_type() == "message/rfc822":
-            continue
+    for part in _parts(msg, depth):
         filename = _filename(part)
         payload = part.get_payload(decode=True)
         data = payload if isinstance(payload, bytes) else b""
-        disposition = (part.get("Content-Disposition") or "").lower()
+        disposition = str(part.get("Content-Disposition") or "").lower()
         if filename or "attachment" in disposition:
             if _is_sheet(part, filename):
                 mail.attachments.append(Attachment(filename or "附件", data))

@@ -75,6 +75,15 @@ class IntakeStore:
             row = (await conn.execute(query)).first()
         return Evidence(*row) if row else None
 
+    async def by_message(self, message_id: str) -> list[Evidence]:
+        """Finished evidence from one e-mail (a resend keeps its Message-ID)."""
+        c = intake_evidence.c
+        query = sa.select(*_EVIDENCE_COLUMNS).where(
+            c.campaign == self.campaign, c.message_id == message_id, c.status != "pending"
+        )
+        async with self.engine.connect() as conn:
+            return [Evidence(*r) for r in (await conn.execute(query)).all()]
+
     async def evidence(self, evidence_id: int) -> Evidence | None:
         c = intake_evidence.c
         query = sa.select(*_EVIDENCE_COLUMNS).where(

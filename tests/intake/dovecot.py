@@ -80,12 +80,13 @@ def start() -> tuple[Dovecot, subprocess.Popen[bytes]]:
     port = _free_port()
     conf = base / "dovecot.conf"
     conf.write_text(_config(base, port))
-    proc = subprocess.Popen([DOVECOT, "-F", "-c", str(conf)], stderr=subprocess.PIPE)
+    with (base / "stderr.log").open("wb") as err:  # a file, not a pipe nobody drains
+        proc = subprocess.Popen([DOVECOT, "-F", "-c", str(conf)], stderr=err)
     server = Dovecot("127.0.0.1", port, base)
 
     def listening() -> bool:
         if proc.poll() is not None:
-            err = proc.stderr.read().decode() if proc.stderr else ""
+            err = (base / "stderr.log").read_text(errors="replace")
             raise RuntimeError(f"dovecot exited: {err}\n{server.log}")
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
