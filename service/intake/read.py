@@ -13,6 +13,7 @@ import csv
 import io
 import re
 import zipfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
@@ -97,7 +98,7 @@ def _check_zip(name: str, data: bytes) -> bool:
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
         members = archive.infolist()
-    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+    except (zipfile.BadZipFile, OSError, ValueError, RuntimeError) as exc:
         raise FormError(name, f"不是有效的 .xlsx 工作簿（{exc}）") from None
     if len(members) > MAX_MEMBERS:
         raise FormError(name, f"压缩包内文件超过 {MAX_MEMBERS} 个，拒绝读取")
@@ -124,7 +125,14 @@ def _check_zip(name: str, data: bytes) -> bool:
             for i in members
             if i.filename.startswith("xl/worksheets/") and i.filename.endswith(".xml")
         )
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+    except (
+        zipfile.BadZipFile,
+        OSError,
+        ValueError,
+        EOFError,
+        zlib.error,
+        RuntimeError,
+    ) as exc:
         raise FormError(name, f"工作簿已损坏（{exc}）") from None
 
 

@@ -217,3 +217,14 @@ def test_blank_form_round_trips(office_model: CampaignModel, tmp_path: Path) -> 
     assert form is not None
     rows = _progress(office_model, "b.xlsx", blank_form(form, "长春市安委会办公室"))
     assert rows[0]["unit_name"] == "长春市安委会办公室"
+
+
+def test_zip_members_marked_encrypted_are_refused() -> None:
+    """Zip-level encrypted members (flag bit 0) give a located error, not a RuntimeError."""
+    data = bytearray(progress_form("x", [1]))
+    at = data.find(b"PK\x01\x02")
+    while at != -1:
+        data[at + 8] |= 1
+        at = data.find(b"PK\x01\x02", at + 4)
+    with pytest.raises(FormError, match="c.xlsx"):
+        read_grids("c.xlsx", bytes(data))
