@@ -215,3 +215,35 @@ def mailbox_poll(ctx: typer.Context) -> None:
         typer.echo(f"本次收取 {result.fetched} 封邮件，处理失败 {result.failed} 封。")
 
     _run(ctx, go)
+
+
+@app.command()
+def report(
+    ctx: typer.Context,
+    obligation: Annotated[str, typer.Option(help="Obligation with a form, e.g. weekly-progress.")],
+    period: Annotated[str, typer.Option(help="Period key, e.g. 2023-W22.")],
+    scope: Annotated[str | None, typer.Option(help="Unit id whose subtree is summed.")] = None,
+    xlsx: Annotated[Path | None, typer.Option(help="Write the workbook here.")] = None,
+) -> None:
+    """Sum the filled forms of a period for a scope: regions, province, who is missing."""
+    from ..intake.report import build_report, report_xlsx
+    from ..store.ledger import Ledger
+
+    async def go(settings: Settings, clock: Clock) -> None:
+        async with opened(settings, clock, "cli") as (model, intake):
+            active = await Ledger(intake.store.engine, model.key, clock).counts()
+            rep = await build_report(model, intake.store, active, obligation, period, scope)
+        done = [x for x in rep.lines if x.reported]
+        typer.echo(f"{obligation}@{period}：应报 {len(rep.lines)} 个单位，已报 {len(done)} 个")
+        totals = rep.totals(done)
+        for f in rep.fields:
+            typer.echo(f"  {f.label}：{totals[f.key]}{f.unit}")
+        if rep.missing:
+            typer.echo("未报送：" + "、".join(x.name for x in rep.missing))
+        for name, file, problem in rep.problems:
+            typer.echo(f"数值问题：{name}（{file}）{problem}")
+        if xlsx is not None:
+            xlsx.write_bytes(report_xlsx(rep, model))
+            typer.echo(f"已写入 {xlsx}")
+
+    _run(ctx, go)

@@ -289,6 +289,7 @@ class Intake:
                 unit = fallback
             else:
                 return "无法判断是哪个单位报送的：表内没有单位名称，发件人和文件名也对不上名录"
+            row.unit = unit
             d.units.setdefault(unit, []).append(row)
         if senders and not hints.unit:
             allowed = {u for s in senders for u in self.model.directory.subtree(s)}

@@ -78,9 +78,11 @@ class Row:
     unit_name: str | None
     values: dict[str, Any]
     problems: list[str] = field(default_factory=list)
+    unit: str | None = None  # the directory unit intake attributed the row to
 
     def as_json(self) -> dict[str, Any]:
         return {
+            "unit": self.unit,
             "sheet": self.sheet,
             "row": self.row,
             "unit_name": self.unit_name,
