@@ -7,6 +7,8 @@ import stat
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.clock import VirtualClock
@@ -326,3 +328,58 @@ async def test_same_message_id_with_a_resaved_attachment_records_once(intake: In
     [again] = await intake.take_message(second)
     assert again.status == "duplicate"
     assert await intake.ledger.count_of("baishan", "weekly-progress", "2023-W22") == 1
+
+
+async def test_leads_file_counts_its_items(intake: Intake, received_clock: VirtualClock) -> None:
+    """A monthly-leads list with three items counts 3 towards the quota (min 1, target 2)."""
+    data = workbook(
+        {
+            "线索": [
+                ["序号", "线索内容"],
+                [1, "某矿违规作业"],
+                [2, "某厂消防通道堵塞"],
+                [3, "某工地未戴安全帽"],
+            ]
+        }
+    )
+    out = await intake.take_file(
+        upload("线索.xlsx", data, received_clock),
+        Hints(unit="changchun", obligation="monthly-leads", period="2023-06"),
+        True,
+    )
+    assert out.status == "recorded", out.message
+    assert await intake.ledger.count_of("changchun", "monthly-leads", "2023-06") == 3
+
+
+async def test_a_single_item_obligation_counts_one_per_unit(
+    intake: Intake, received_clock: VirtualClock
+) -> None:
+    """A weekly table with several rows for one unit is still one submission."""
+    data = workbook({"S": [LABELS_2, [CHANGCHUN, *NUMBERS], [CHANGCHUN, *NUMBERS]]})
+    await intake.take_file(upload("a.xlsx", data, received_clock), Hints(), True)
+    assert await intake.ledger.count_of("changchun", "weekly-progress", "2023-W22") == 1
+
+
+_GOOD_MAIL = make_mail(
+    "baishan-liaison@example.org",
+    [("周报.xlsx", progress_form("白山市安委会办公室", NUMBERS))],
+    message_id="<fuzz@example.org>",
+)
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(st.integers(min_value=0, max_value=len(_GOOD_MAIL) - 1), st.binary(min_size=1, max_size=6))
+async def test_corrupted_mail_is_recorded_or_reviewed_never_half_recorded(
+    intake: Intake, at: int, junk: bytes
+) -> None:
+    """Any damage to a mail ends in recorded/review/duplicate; evidence is never left pending."""
+    raw = _GOOD_MAIL[:at] + junk + _GOOD_MAIL[at + len(junk) :]
+    outcomes = await intake.take_message(raw)
+    assert outcomes and {o.status for o in outcomes} <= {"recorded", "review", "duplicate"}
+    for o in outcomes:
+        ev = await intake.store.evidence(o.evidence_id or 0)
+        assert ev is not None and ev.status in ("recorded", "review")
