@@ -247,3 +247,35 @@ def report(
             typer.echo(f"已写入 {xlsx}")
 
     _run(ctx, go)
+
+
+@mailbox_app.command("watch")
+def mailbox_watch(
+    ctx: typer.Context,
+    interval: Annotated[float, typer.Option(min=5, help="Seconds between passes.")] = 60,
+) -> None:
+    """Poll the mailbox until SIGTERM/SIGINT (run it next to `service run`)."""
+    import signal
+
+    from ..intake.mailbox import MailboxConfig, watch
+
+    async def go(settings: Settings, clock: Clock) -> None:
+        cfg = MailboxConfig.from_env()
+        engine = create_engine(settings.db_url)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await migrate(engine)
+
+            def make() -> Intake:
+                model = load_model(settings.schedule, settings.contacts)
+                return Intake(model, engine, clock, settings.state_dir, "mailbox")
+
+            passes = await watch(make, cfg, clock, interval, stop)
+        finally:
+            await engine.dispose()
+        typer.echo(f"邮箱收取已停止（共 {passes} 轮）。")
+
+    _run(ctx, go)

@@ -15,12 +15,14 @@ import imaplib
 import os
 import re
 import ssl
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import structlog
 
+from ..clock import Clock
 from ..errors import ConfigError, Problem
 from .core import Intake, Outcome
 
@@ -172,3 +174,42 @@ async def poll(intake: Intake, cfg: MailboxConfig) -> PollResult:
         await asyncio.to_thread(session.close)
     log.info("mailbox polled", fetched=result.fetched, failed=result.failed)
     return result
+
+
+async def watch(
+    make_intake: Callable[[], Intake],
+    cfg: MailboxConfig,
+    clock: Clock,
+    interval: float,
+    stop: asyncio.Event,
+) -> int:
+    """Poll every ``interval`` seconds until ``stop``; returns the number of passes.
+
+    The intake is rebuilt each pass so that a directory change confirmed in
+    ``service review`` (another process) is used for the next mails. A failed pass (server
+    down, login refused) is logged and retried; it never ends the watch.
+    """
+    passes = 0
+    intake: Intake | None = None
+    while not stop.is_set():
+        try:
+            intake = make_intake()
+        except ConfigError as exc:
+            if intake is None:
+                raise
+            log.warning("directory reload refused; keeping the previous one", error=str(exc))
+        try:
+            await poll(intake, cfg)
+        except (OSError, imaplib.IMAP4.error) as exc:
+            log.warning("mailbox pass failed; retrying", host=cfg.host, error=str(exc)[:200])
+        passes += 1
+        if stop.is_set():
+            break
+        sleeper = asyncio.ensure_future(
+            clock.sleep_until(clock.now() + timedelta(seconds=interval))
+        )
+        stopper = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        for task in (sleeper, stopper):
+            task.cancel()
+    return passes

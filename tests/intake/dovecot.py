@@ -45,6 +45,9 @@ listen = 127.0.0.1
 ssl = no
 disable_plaintext_auth = no
 auth_mechanisms = plain login
+# Tests log in with a wrong password on purpose: no delay, no growing per-IP penalty.
+auth_failure_delay = 0
+login_trusted_networks = 127.0.0.0/8
 default_login_user = dovenull
 default_internal_user = dovecot
 first_valid_uid = 1

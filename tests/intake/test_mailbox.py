@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import imaplib
+import socket
 
 import pytest
 
+from service.clock import VirtualClock
 from service.intake.core import Intake
-from service.intake.mailbox import DONE, MailboxConfig, poll
+from service.intake.mailbox import DONE, MailboxConfig, poll, watch
 from tests.intake.conftest import Deliver, make_mail, progress_form
 
 NUMBERS = [3, 120, 500, 4, 1, 60, 1, 2, 1, 5]
@@ -24,6 +27,12 @@ def _flags(env: dict[str, str], folder: str = "INBOX") -> list[bytes]:
         return [d for d in data if isinstance(d, bytes)]
     finally:
         conn.logout()
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])  # closed again when the block ends
 
 
 def _mail(unit_name: str = "白山市安委会办公室", mid: str = "<w22-baishan@example.org>") -> bytes:
@@ -128,3 +137,39 @@ def test_missing_settings_are_named() -> None:
 def test_password_is_not_in_the_config_repr(mailbox_env: dict[str, str]) -> None:
     """The password never reaches logs through the config's repr."""
     assert mailbox_env["SERVICE_IMAP_PASSWORD"] not in repr(MailboxConfig.from_env(mailbox_env))
+
+
+async def test_watch_keeps_polling_after_a_failed_pass(
+    intake: Intake, deliver: Deliver, mailbox_env: dict[str, str], received_clock: VirtualClock
+) -> None:
+    """A pass that cannot connect is logged and retried; the next one records the mail."""
+    deliver(_mail())
+    configs = iter(
+        [
+            MailboxConfig.from_env({**mailbox_env, "SERVICE_IMAP_PORT": str(_closed_port())}),
+            MailboxConfig.from_env(mailbox_env),
+        ]
+    )
+    stop = asyncio.Event()
+    passes = 0
+
+    def make() -> Intake:
+        nonlocal passes
+        passes += 1
+        if passes == 2:
+            stop.set()  # this pass still runs, then the watch ends
+        return intake
+
+    async def flaky_poll(i: Intake, _cfg: MailboxConfig) -> object:
+        return await poll(i, next(configs))
+
+    import service.intake.mailbox as mb
+
+    original = mb.poll
+    mb.poll = flaky_poll  # type: ignore[assignment]
+    try:
+        n = await watch(make, MailboxConfig.from_env(mailbox_env), received_clock, 60, stop)
+    finally:
+        mb.poll = original
+    assert n == 2
+    assert await intake.ledger.count_of("baishan", "weekly-progress", "2023-W22") == 1
