@@ -12,7 +12,9 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     ValidationError,
     field_validator,
     model_validator,
@@ -261,7 +263,6 @@ class Form(Strict):
     title: str = Field(min_length=1)
     fields: list[FormField] = Field(min_length=1)
     unit_field: str = Field(default="", description="key of the field naming the unit")
-    attach_to_reminders: bool = False
     # A filled copy proposes the unit's liaison (fields liaison_name, mobile, email) to the
     # office, which confirms it in `service review` (附件1).
     proposes_liaison: bool = False
@@ -285,6 +286,14 @@ class Form(Strict):
         return f"{self.attachment} {self.title}"
 
 
+# A plain string (the form's name only) or a declared form; a mapping is always a Form, so
+# its errors are reported without the noise of the string alternative.
+FormSpec = Annotated[
+    Annotated[str, Tag("name")] | Annotated[Form, Tag("form")],
+    Discriminator(lambda v: "name" if isinstance(v, str) else "form"),
+]
+
+
 class Obligation(Strict):
     key: Slug
     title: str
@@ -297,7 +306,7 @@ class Obligation(Strict):
     reminders: list[Reminder] = []
     escalation: list[EscalationStep] = []
     how_to_submit: str = ""
-    form: str | Form = ""
+    form: FormSpec = ""
 
     @property
     def sms_title(self) -> str:
