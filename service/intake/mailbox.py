@@ -127,14 +127,18 @@ class _Session:
                     out.append((m.group(1), item[1]))
         return out
 
-    def done(self, uid: bytes, keyword: str) -> None:
-        self._ok(self.imap.uid("STORE", uid.decode(), "+FLAGS", f"({keyword})"), "STORE")
+    def done(self, uids: list[bytes], keyword: str) -> None:
+        """Flag (and move) handled messages: one command for a whole batch."""
+        if not uids:
+            return
+        ids = b",".join(uids).decode()
+        self._ok(self.imap.uid("STORE", ids, "+FLAGS", f"({keyword})"), "STORE")
         if self.cfg.move_to and keyword == DONE:
             target = _quote(self.cfg.move_to)
             if self.can_move:
-                self._ok(self.imap.uid("MOVE", uid.decode(), target), "MOVE")
+                self._ok(self.imap.uid("MOVE", ids, target), "MOVE")
             else:  # copy only: the original keeps its keyword and is never expunged
-                self._ok(self.imap.uid("COPY", uid.decode(), target), "COPY")
+                self._ok(self.imap.uid("COPY", ids, target), "COPY")
 
     def close(self) -> None:
         try:
@@ -155,21 +159,26 @@ async def poll(intake: Intake, cfg: MailboxConfig) -> PollResult:
         uids = await asyncio.to_thread(session.pending)
         for start in range(0, len(uids), _BATCH):
             batch = await asyncio.to_thread(session.fetch, uids[start : start + _BATCH])
-            for uid, raw in batch:
-                result.fetched += 1
-                keyword = DONE
-                try:
-                    result.outcomes += await intake.take_message(raw)
-                except Exception as exc:  # a bug must not stall the mailbox: park it visibly
-                    log.exception("intake of a message failed", uid=uid.decode())
-                    await intake.store.add_review(
-                        "submission",
-                        None,
-                        f"邮件处理失败（IMAP UID {uid.decode()}）：{type(exc).__name__}",
-                        {"uid": uid.decode(), "folder": cfg.folder},
-                    )
-                    keyword, result.failed = FAILED, result.failed + 1
-                await asyncio.to_thread(session.done, uid, keyword)
+            handled: dict[str, list[bytes]] = {DONE: [], FAILED: []}
+            try:
+                for uid, raw in batch:
+                    result.fetched += 1
+                    try:
+                        result.outcomes += await intake.take_message(raw)
+                        handled[DONE].append(uid)
+                    except Exception as exc:  # a bug must not stall the mailbox: park it
+                        log.exception("intake of a message failed", uid=uid.decode())
+                        await intake.store.add_review(
+                            "submission",
+                            None,
+                            f"邮件处理失败（IMAP UID {uid.decode()}）：{type(exc).__name__}",
+                            {"uid": uid.decode(), "folder": cfg.folder},
+                        )
+                        handled[FAILED].append(uid)
+                        result.failed += 1
+            finally:  # flag what was handled even if the pass stops midway
+                for keyword, done in handled.items():
+                    await asyncio.to_thread(session.done, done, keyword)
     finally:
         await asyncio.to_thread(session.close)
     log.info("mailbox polled", fetched=result.fetched, failed=result.failed)

@@ -10,6 +10,7 @@ import pytest
 
 from service.clock import VirtualClock
 from service.intake.core import Intake
+from service.intake.mail import parse_mail
 from service.intake.mailbox import DONE, MailboxConfig, poll, watch
 from tests.intake.conftest import Deliver, make_mail, progress_form
 
@@ -173,3 +174,25 @@ async def test_watch_keeps_polling_after_a_failed_pass(
         mb.poll = original
     assert n == 2
     assert await intake.ledger.count_of("baishan", "weekly-progress", "2023-W22") == 1
+
+
+async def test_a_message_intake_cannot_handle_is_parked_visibly(
+    intake: Intake, deliver: Deliver, mailbox_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unexpected failure on one mail: review item, $IntakeFailed, the others go on."""
+    deliver(make_mail("a@example.net", subject="坏邮件"))
+    deliver(_mail())
+    real = intake.take_message
+
+    async def fragile(raw: bytes, *args: object, **kwargs: object) -> list[object]:
+        if parse_mail(raw).subject == "坏邮件":
+            raise RuntimeError("boom")
+        return await real(raw)  # type: ignore[return-value]
+
+    monkeypatch.setattr(intake, "take_message", fragile)
+    result = await poll(intake, MailboxConfig.from_env(mailbox_env))
+    assert (result.fetched, result.failed) == (2, 1)
+    flags = _flags(mailbox_env)
+    assert b"$IntakeFailed" in flags[0] and DONE.encode() in flags[1]
+    [item] = await intake.store.reviews()
+    assert "邮件处理失败" in item.reason
