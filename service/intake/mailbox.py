@@ -15,7 +15,7 @@ import imaplib
 import os
 import re
 import ssl
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -222,3 +222,22 @@ async def watch(
         for task in (sleeper, stopper):
             task.cancel()
     return passes
+
+
+def cycle_hook(
+    cfg: MailboxConfig, make_intake: Callable[[], Intake]
+) -> Callable[[], Awaitable[None]]:
+    """One mailbox pass as the daemon's ``before_cycle`` work (see ``Daemon``).
+
+    ``make_intake`` is called each pass so that the daemon's reloaded model is used.
+    """
+
+    async def hook() -> None:
+        try:
+            await poll(make_intake(), cfg)
+        except (OSError, imaplib.IMAP4.error) as exc:
+            log.warning(
+                "mailbox pass failed; next cycle retries", host=cfg.host, error=str(exc)[:200]
+            )
+
+    return hook

@@ -9,8 +9,9 @@ from typing import Any
 from service.app import open_app
 from service.clock import VirtualClock
 from service.config import Settings
+from service.daemon import Daemon
 from service.intake.core import Intake
-from service.intake.mailbox import MailboxConfig, poll
+from service.intake.mailbox import MailboxConfig, cycle_hook, poll
 from tests.conftest import ROOT, local
 from tests.intake.conftest import Deliver, make_mail, progress_form
 
@@ -64,3 +65,37 @@ async def test_mail_in_dovecot_cancels_the_pending_reminder_and_resend_changes_n
         assert [o.status for o in again.outcomes] == ["duplicate"]
         assert await app.outbox.rows() == rows
         assert await app.ledger.count_of("baishan", "weekly-progress", "2023-W22") == 1
+
+
+async def test_within_one_daemon_cycle_the_mail_cancels_the_reminder(
+    tmp_path: Path, deliver: Deliver, mailbox_env: dict[str, str]
+) -> None:
+    """With the mailbox as the daemon's before-cycle work, one cycle records and cancels."""
+    settings = Settings(
+        schedule=ROOT / "schedules" / "jilin-2023.yaml",
+        contacts=ROOT / "contacts",
+        templates=ROOT / "templates",
+        state_dir=tmp_path,
+    )
+    clock = VirtualClock(local("2023-06-01T09:30"))
+    async with open_app(settings, clock, durable_outbox=False) as app:
+        await app.reconciler.run_cycle("e2e")
+        clock.set(local("2023-06-02T09:00"))
+        await app.reconciler.plan()
+        hook = cycle_hook(
+            MailboxConfig.from_env(mailbox_env),
+            lambda: Intake(app.runtime.model, app.outbox.engine, clock, tmp_path, "mailbox"),
+        )
+        daemon = Daemon(app, before_cycle=hook)
+        deliver(
+            make_mail(
+                "baishan-liaison@example.org",
+                [("附件2.xlsx", progress_form("白山市安委会办公室", NUMBERS))],
+                date="2023-06-02T08:55",
+            )
+        )
+        await daemon.cycle("tick")
+        assert _w22(await app.outbox.rows(), "baishan-liaison") == [
+            "email:cancelled",
+            "sms:cancelled",
+        ]
