@@ -153,9 +153,11 @@ class Intake:
             known = await self.store.evidence(eid)
             if known is not None and known.status != "pending":
                 return Outcome(item.filename, "duplicate", "此文件已收到过，不重复登记", eid)
-        return await self._conclude(eid, item, decision)
+        return await self._conclude(eid, item, decision, recover=not fresh)
 
-    async def _conclude(self, eid: int, item: Incoming, d: Decision) -> Outcome:
+    async def _conclude(
+        self, eid: int, item: Incoming, d: Decision, recover: bool = False
+    ) -> Outcome:
         rows = [r.as_json() for r in d.rows]
         problems = [p for r in d.rows for p in r.problems]
         common = {"rows": rows, "problems": problems, "obligation": d.obligation}
@@ -172,7 +174,9 @@ class Intake:
             log.info("intake needs review", evidence=eid, review=rid, sender=_mask(item.sender))
             return Outcome(item.filename, "review", f"待人工审核（#{rid}）：{d.review}", eid, rid)
         assert d.obligation and d.period
-        ids = await self.record(eid, d.obligation, d.period, d.counts, item.received_at, item)
+        ids = await self.record(
+            eid, d.obligation, d.period, d.counts, item.received_at, item, recover=recover
+        )
         unit = next(iter(d.units)) if len(d.units) == 1 else None
         await self.store.finish(
             eid, status="recorded", unit_id=unit, period=d.period, submission_ids=ids, **common
@@ -202,9 +206,12 @@ class Intake:
         counts: dict[str, int],
         at: datetime,
         item: Incoming | None,
+        recover: bool = True,
     ) -> list[int]:
-        """Record through the ledger; a crash after it is found again by the note."""
-        if done := await self.store.submissions_noted(eid):
+        """Record through the ledger. ``recover``: the evidence row existed before this
+        call (a crashed pass, a review decision), so look for what an earlier attempt
+        recorded under its note first. Fresh evidence skips that (unindexed) look-up."""
+        if recover and (done := await self.store.submissions_noted(eid)):
             return done
         name = item.filename if item else ""
         source = cast(Source, item.source if item else "upload")
