@@ -383,3 +383,24 @@ async def test_corrupted_mail_is_recorded_or_reviewed_never_half_recorded(
     for o in outcomes:
         ev = await intake.store.evidence(o.evidence_id or 0)
         assert ev is not None and ev.status in ("recorded", "review")
+
+
+async def test_review_and_liaison_tables_work_on_both_backends(
+    office_model: CampaignModel,
+    migrated_engine: AsyncEngine,
+    received_clock: VirtualClock,
+    tmp_path: Path,
+    contacts: Path,
+) -> None:
+    """Queue, decision and the applied directory change round-trip on SQLite and PostgreSQL."""
+    from service.intake.review import accept
+    from tests.intake.conftest import liaison_form
+
+    intake = Intake(office_model, migrated_engine, received_clock, tmp_path / "s", "t")
+    data = liaison_form("四平市安委会办公室", "赵六", "13900000099", "zl@example.org")
+    await intake.take_file(upload("附件1.xlsx", data, received_clock), Hints(), True)
+    [item] = await intake.store.reviews()
+    assert item.proposal["name"] == "赵六"
+    await accept(intake, item, contacts)
+    [done] = await intake.store.reviews(None)
+    assert (done.status, done.decided_by) == ("accepted", "t")
