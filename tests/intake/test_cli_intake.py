@@ -11,7 +11,7 @@ from typer.testing import CliRunner, Result
 
 from service.cli import app
 from tests.conftest import ROOT
-from tests.intake.conftest import liaison_form, progress_form
+from tests.intake.conftest import Deliver, liaison_form, make_mail, progress_form
 
 Invoke = Callable[..., Result]
 
@@ -108,3 +108,30 @@ def test_report_writes_the_workbook(cli: Invoke, tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert "参与人次：50人次" in result.output and "未报送：" in result.output
     assert load_workbook(out).sheetnames[0] == "汇总"
+
+
+def test_mailbox_poll_records_and_summarises(
+    cli: Invoke, monkeypatch: pytest.MonkeyPatch, mailbox_env: dict[str, str], deliver: Deliver
+) -> None:
+    """`service mailbox poll` with SERVICE_IMAP_* set: one pass, outcome lines, a summary."""
+    for name, value in mailbox_env.items():
+        monkeypatch.setenv(name, value)
+    deliver(
+        make_mail(
+            "baishan-liaison@example.org",
+            [("周报.xlsx", progress_form("白山市安委会办公室", [1, 2]))],
+        )
+    )
+    result = cli("mailbox", "poll")
+    assert result.exit_code == 0, result.output
+    assert "[已登记] 周报.xlsx" in result.output and "本次收取 1 封邮件" in result.output
+
+
+def test_mailbox_poll_without_settings_names_the_variables(
+    cli: Invoke, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without SERVICE_IMAP_* the command fails naming what is missing."""
+    for name in ("HOST", "USER", "PASSWORD"):
+        monkeypatch.delenv(f"SERVICE_IMAP_{name}", raising=False)
+    result = cli("mailbox", "poll")
+    assert result.exit_code == 1 and "SERVICE_IMAP_PASSWORD" in result.output

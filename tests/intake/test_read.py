@@ -228,3 +228,19 @@ def test_zip_members_marked_encrypted_are_refused() -> None:
         at = data.find(b"PK\x01\x02", at + 4)
     with pytest.raises(FormError, match="c.xlsx"):
         read_grids("c.xlsx", bytes(data))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(st.text(max_size=12), st.integers(), st.floats(allow_nan=True)))
+def test_integer_cell_is_a_count_or_a_problem(raw: object) -> None:
+    """Any cell in a count column is a non-negative integer, or kept with a problem."""
+    from service.intake.forms import parse_value
+    from service.schedule import FormField
+
+    value, problem = parse_value(
+        FormField(key="events", label="场次", type="integer", unit="场"), raw
+    )  # type: ignore[arg-type]
+    if problem is None:
+        assert value is None or (isinstance(value, int) and value >= 0)
+    else:
+        assert value is not None and problem
