@@ -254,7 +254,7 @@ def mailbox_watch(
     ctx: typer.Context,
     interval: Annotated[float, typer.Option(min=5, help="Seconds between passes.")] = 60,
 ) -> None:
-    """Poll the mailbox until SIGTERM/SIGINT (run it next to `service run`)."""
+    """Watch the mailbox (IMAP IDLE where offered) until SIGTERM/SIGINT; run it next to `service run`."""
     import signal
 
     from ..intake.mailbox import MailboxConfig, watch

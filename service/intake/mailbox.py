@@ -14,7 +14,10 @@ import asyncio
 import imaplib
 import os
 import re
+import select
 import ssl
+import threading
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -102,6 +105,7 @@ class _Session:
         typ, caps = self.imap.capability()
         words = caps[0].split() if typ == "OK" and caps and isinstance(caps[0], bytes) else []
         self.can_move = b"MOVE" in words
+        self.can_idle = b"IDLE" in words
 
     def _ok(self, reply: tuple[str, Sequence[Any]], what: str) -> Sequence[Any]:
         typ, data = reply
@@ -139,6 +143,49 @@ class _Session:
                 self._ok(self.imap.uid("MOVE", ids, target), "MOVE")
             else:  # copy only: the original keeps its keyword and is never expunged
                 self._ok(self.imap.uid("COPY", ids, target), "COPY")
+
+    def idle(self, seconds: float, cancelled: threading.Event, idling: threading.Event) -> bool:
+        """IMAP IDLE (RFC 2177) for up to ``seconds``: True when new mail was announced.
+
+        imaplib (before Python 3.14) has no IDLE; after SELECT its read buffer is empty,
+        so the exchange runs on the raw socket and ends at the tagged reply, leaving
+        imaplib's state as it was. ``cancelled`` is checked every half second.
+        """
+        sock = self.imap.sock
+        tag = b"IDLE1"
+        sock.sendall(tag + b" IDLE\r\n")
+        buf, got = b"", False
+        deadline = time.monotonic() + seconds
+        while True:
+            while b"\r\n" in buf:
+                line, buf = buf.split(b"\r\n", 1)
+                if line.startswith(b"+"):
+                    idling.set()
+                elif line.startswith(tag + b" "):
+                    raise imaplib.IMAP4.error(f"IDLE refused: {line!r}")
+                elif line.endswith((b" EXISTS", b" RECENT")):
+                    got = True
+            remaining = deadline - time.monotonic()
+            if got or cancelled.is_set() or remaining <= 0:
+                break
+            pending = getattr(sock, "pending", lambda: 0)()  # TLS may hold decrypted bytes
+            if pending or select.select([sock], [], [], min(0.5, remaining))[0]:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    raise OSError("IMAP server closed the connection during IDLE")
+                buf += chunk
+        sock.sendall(b"DONE\r\n")
+        while True:
+            while b"\r\n" in buf:
+                line, buf = buf.split(b"\r\n", 1)
+                if line.startswith(tag + b" "):
+                    if not line.startswith(tag + b" OK"):
+                        raise imaplib.IMAP4.error(f"IDLE ended with {line!r}")
+                    return got
+            chunk = sock.recv(65536)  # blocking, bounded by the connection's timeout
+            if not chunk:
+                raise OSError("IMAP server closed the connection after IDLE")
+            buf += chunk
 
     def close(self) -> None:
         try:
@@ -191,8 +238,11 @@ async def watch(
     clock: Clock,
     interval: float,
     stop: asyncio.Event,
+    idling: threading.Event | None = None,
 ) -> int:
-    """Poll every ``interval`` seconds until ``stop``; returns the number of passes.
+    """Poll until ``stop``: between passes wait for new mail with IMAP IDLE where the
+    server offers it (at most ``interval`` seconds), else sleep ``interval``. ``idling``
+    is set once the server confirms IDLE. Returns the number of passes.
 
     The intake is rebuilt each pass so that a directory change confirmed in
     ``service review`` (another process) is used for the next mails. A failed pass (server
@@ -214,6 +264,8 @@ async def watch(
         passes += 1
         if stop.is_set():
             break
+        if await _idle(cfg, interval, stop, idling):
+            continue
         sleeper = asyncio.ensure_future(
             clock.sleep_until(clock.now() + timedelta(seconds=interval))
         )
@@ -222,6 +274,35 @@ async def watch(
         for task in (sleeper, stopper):
             task.cancel()
     return passes
+
+
+async def _idle(
+    cfg: MailboxConfig, seconds: float, stop: asyncio.Event, idling: threading.Event | None
+) -> bool:
+    """Wait for new mail with IDLE; False when the server does not offer it or fails."""
+    cancelled = threading.Event()
+
+    def wait() -> bool:
+        session = _Session(cfg)
+        try:
+            if not session.can_idle:
+                return False
+            session.idle(seconds, cancelled, idling or threading.Event())
+            return True
+        finally:
+            session.close()
+
+    waiter = asyncio.ensure_future(asyncio.to_thread(wait))
+    stopper = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        cancelled.set()  # ends the thread's IDLE within half a second
+        return await waiter
+    except (OSError, imaplib.IMAP4.error) as exc:
+        log.warning("mailbox IDLE failed; polling on the interval", error=str(exc)[:200])
+        return False
+    finally:
+        stopper.cancel()
 
 
 def cycle_hook(

@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import imaplib
 import socket
+import threading
 
 import pytest
 
-from service.clock import VirtualClock
+from service.clock import RealClock, VirtualClock
 from service.intake.core import Intake
 from service.intake.mail import parse_mail
 from service.intake.mailbox import DONE, MailboxConfig, poll, watch
@@ -169,7 +170,7 @@ async def test_watch_keeps_polling_after_a_failed_pass(
     original = mb.poll
     mb.poll = flaky_poll  # type: ignore[assignment]
     try:
-        n = await watch(make, MailboxConfig.from_env(mailbox_env), received_clock, 60, stop)
+        n = await watch(make, MailboxConfig.from_env(mailbox_env), received_clock, 1, stop)
     finally:
         mb.poll = original
     assert n == 2
@@ -196,3 +197,26 @@ async def test_a_message_intake_cannot_handle_is_parked_visibly(
     assert b"$IntakeFailed" in flags[0] and DONE.encode() in flags[1]
     [item] = await intake.store.reviews()
     assert "邮件处理失败" in item.reason
+
+
+async def test_watch_wakes_on_new_mail_with_idle(
+    intake: Intake, deliver: Deliver, mailbox_env: dict[str, str]
+) -> None:
+    """Dovecot offers IDLE: a mail arriving while the watch idles is recorded long before
+    the 60 s interval would have ended."""
+    stop, idling = asyncio.Event(), threading.Event()
+    cfg = MailboxConfig.from_env(mailbox_env)
+    # A real clock: without IDLE the watch would sleep the whole minute.
+    task = asyncio.ensure_future(watch(lambda: intake, cfg, RealClock(), 60, stop, idling))
+    try:
+        assert await asyncio.to_thread(idling.wait, 10), "the watch never entered IDLE"
+        deliver(_mail())
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while await intake.ledger.count_of("baishan", "weekly-progress", "2023-W22") == 0:
+            assert loop.time() < deadline, "IDLE did not wake the watch within 10 s"
+            await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        passes = await asyncio.wait_for(task, 10)
+    assert passes >= 2
