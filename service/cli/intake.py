@@ -254,7 +254,10 @@ def mailbox_watch(
     ctx: typer.Context,
     interval: Annotated[float, typer.Option(min=5, help="Seconds between passes.")] = 60,
 ) -> None:
-    """Watch the mailbox (IMAP IDLE where offered) until SIGTERM/SIGINT; run it next to `service run`."""
+    """Watch the mailbox (IMAP IDLE where offered) until SIGTERM/SIGINT.
+
+    Run it next to `service run`; or wire `cycle_hook` into the daemon.
+    """
     import signal
 
     from ..intake.mailbox import MailboxConfig, watch
