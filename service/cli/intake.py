@@ -140,8 +140,38 @@ def review_list(
                 extra = f"  提议：{p['unit']} {p['name']} {contact}"
             else:
                 p = item.proposal
-                extra = f"  文件：{p.get('filename')}  发件人：{p.get('sender') or '-'}"
+                extra = f"  文件：{p.get('filename') or '-'}  发件人：{p.get('sender') or '-'}"
             typer.echo(f"#{item.id} [{item.status}] {kind}：{item.reason}\n{extra}")
+
+    _run(ctx, go)
+
+
+@review_app.command("show")
+def review_show(
+    ctx: typer.Context,
+    item_id: Annotated[int, typer.Argument(help="Review item number.")],
+) -> None:
+    """One item in full: the reason, the received file and what was read from it."""
+
+    async def go(settings: Settings, clock: Clock) -> None:
+        async with opened(settings, clock, "cli") as (model, intake):
+            item = await intake.store.review(item_id)
+            if item is None:
+                raise LedgerError(f"review: no item #{item_id}")
+            evidence = await intake.store.evidence(item.evidence_id or 0)
+        tz = model.schedule.campaign.tz
+        typer.echo(f"#{item.id} [{item.status}] {item.reason}")
+        for key, value in item.proposal.items():
+            typer.echo(f"  {key}: {value}")
+        if evidence is not None:
+            at = evidence.received_at.astimezone(tz).strftime("%Y-%m-%d %H:%M")
+            typer.echo(f"文件：{evidence.filename}（{at} 收到，发件人 {evidence.sender or '-'}）")
+            typer.echo(f"保存位置：{evidence.stored_path}")
+            for row in evidence.rows:
+                values = "，".join(f"{k}={v}" for k, v in row["values"].items() if v is not None)
+                typer.echo(f"  {row['sheet']} 第{row['row']}行：{values}")
+                for problem in row.get("problems", []):
+                    typer.echo(f"    问题：{problem}")
 
     _run(ctx, go)
 

@@ -135,3 +135,16 @@ def test_mailbox_poll_without_settings_names_the_variables(
         monkeypatch.delenv(f"SERVICE_IMAP_{name}", raising=False)
     result = cli("mailbox", "poll")
     assert result.exit_code == 1 and "SERVICE_IMAP_PASSWORD" in result.output
+
+
+def test_review_show_lists_the_rows_and_their_problems(cli: Invoke, tmp_path: Path) -> None:
+    """An unplaced file's item shows what was read and which cells are wrong."""
+    path = tmp_path / "周报.xlsx"
+    path.write_bytes(progress_form("火星市安委办", [-1, 2]))
+    cli("intake", str(path))
+    result = cli("review", "show", "1")
+    assert result.exit_code == 0, result.output
+    assert (
+        "火星市安委办" in result.output
+        and "问题：单元格 B5（宣传活动场次）：不能为负数" in result.output
+    )
