@@ -38,9 +38,17 @@ def _fingerprint(paths: list[Path]) -> tuple[tuple[str, float], ...]:
 
 class Daemon:
     def __init__(
-        self, app: App, *, tick: timedelta = timedelta(minutes=5), grace: float = 20.0
+        self,
+        app: App,
+        *,
+        tick: timedelta = timedelta(minutes=5),
+        grace: float = 20.0,
+        before_cycle: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.app = app
+        # Work that feeds the ledger before each cycle plans and sends (e.g. the office
+        # mailbox): what it records cancels this very cycle's reminders.
+        self.before_cycle = before_cycle
         self.tick = tick
         self.grace = grace
         self.stop = asyncio.Event()
@@ -78,6 +86,11 @@ class Daemon:
             return
         async with self._lock:  # a reload never swaps the configuration mid-cycle
             self.maybe_reload()
+            if self.before_cycle is not None:
+                try:
+                    await self.before_cycle()
+                except Exception:  # the mailbox being down must not stop the reminders
+                    log.exception("before-cycle work failed; the cycle goes on")
             try:
                 await self.app.reconciler.run_cycle(reason)
             except Exception:  # a broken cycle must not kill the alarm clock

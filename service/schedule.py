@@ -12,7 +12,9 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -276,6 +278,60 @@ class EscalationStep(Strict):
     channels: list[ChannelName] | None = None
 
 
+# -- forms (issue 11): what a unit fills in and sends, declared as data ------------------
+FieldType = Literal["text", "integer", "phone", "email", "date"]
+
+
+class FormField(Strict):
+    """One column of a form. ``label`` is what the sheet's header says (the fingerprint)."""
+
+    key: Slug
+    label: str = Field(min_length=1, max_length=40)
+    type: FieldType = "text"
+    unit: str = Field(default="", max_length=8, description="unit of measure, e.g. 场, 人次")
+    required: bool = False
+    allowed: list[str] = Field(default=[], description="allowed values (text fields)")
+    aliases: list[str] = Field(default=[], description="other header spellings seen in use")
+
+
+class Form(Strict):
+    """A form an obligation asks for (the notice's 附件N), its fields in column order."""
+
+    attachment: str = Field(min_length=1, max_length=16, description="e.g. 附件1")
+    title: str = Field(min_length=1)
+    fields: list[FormField] = Field(min_length=1)
+    unit_field: str = Field(default="", description="key of the field naming the unit")
+    # A filled copy proposes the unit's liaison (fields liaison_name, mobile, email) to the
+    # office, which confirms it in `service review` (附件1).
+    proposes_liaison: bool = False
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Form:
+        keys = [f.key for f in self.fields]
+        labels = [label for f in self.fields for label in (f.label, *f.aliases)]
+        if len(set(keys)) != len(keys):
+            raise ValueError("field keys must be unique")
+        if len(set(labels)) != len(labels):
+            raise ValueError("field labels (and aliases) must be unique")
+        if self.unit_field and self.unit_field not in keys:
+            raise ValueError(f"unit_field {self.unit_field!r} is not a field key")
+        if self.proposes_liaison and not {"liaison_name", "mobile", "email"} <= set(keys):
+            raise ValueError("proposes_liaison needs fields liaison_name, mobile and email")
+        return self
+
+    def __str__(self) -> str:
+        # Reminders show the form's name where the schedule used to give a plain string.
+        return f"{self.attachment} {self.title}"
+
+
+# A plain string (the form's name only) or a declared form; a mapping is always a Form, so
+# its errors are reported without the noise of the string alternative.
+FormSpec = Annotated[
+    Annotated[str, Tag("name")] | Annotated[Form, Tag("form")],
+    Discriminator(lambda v: "name" if isinstance(v, str) else "form"),
+]
+
+
 class Obligation(Strict):
     key: Slug
     title: str
@@ -288,7 +344,7 @@ class Obligation(Strict):
     reminders: list[Reminder] = []
     escalation: list[EscalationStep] = []
     how_to_submit: str = ""
-    form: str = ""
+    form: FormSpec = ""
 
     @property
     def sms_title(self) -> str:

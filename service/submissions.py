@@ -22,7 +22,7 @@ from .errors import ConfigError, LedgerError, Problem
 from .model import CampaignModel
 from .sources import TableFile
 
-Source = Literal["admin", "liaison-link", "import", "inbound-mail"]
+Source = Literal["admin", "liaison-link", "import", "inbound-mail", "upload", "api"]
 SOURCES: tuple[str, ...] = Source.__args__  # type: ignore[attr-defined]
 MIN_YEAR, MAX_YEAR = 1970, 2200  # anything else is a typo, and could not be stored
 MAX_COUNT = 10_000

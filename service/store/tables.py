@@ -210,3 +210,62 @@ api_requests = sa.Table(
     sa.Column("created_at", UtcDateTime, nullable=False),
     sa.UniqueConstraint("principal", "idem_key", name="uq_api_requests_principal_key"),
 )
+
+# -- intake (issue 11): received files, the office's review queue, directory changes ------
+
+intake_evidence = sa.Table(
+    "intake_evidence",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("campaign", sa.String(64), nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),  # of the file (or of a bare e-mail)
+    sa.Column("source", sa.String(16), nullable=False),  # inbound-mail | upload
+    sa.Column("message_id", sa.String(512), nullable=True),
+    sa.Column("filename", sa.Text, nullable=False, server_default=""),
+    sa.Column("sender", sa.String(256), nullable=True),
+    sa.Column("received_at", UtcDateTime, nullable=False),
+    sa.Column("stored_path", sa.Text, nullable=False, server_default=""),
+    sa.Column("unit_id", sa.String(64), nullable=True),
+    sa.Column("obligation", sa.String(64), nullable=True),
+    sa.Column("period", sa.String(32), nullable=True),
+    sa.Column("rows", sa.JSON, nullable=False),  # parsed rows, bad values kept as text
+    sa.Column("problems", sa.JSON, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # pending|recorded|review|rejected
+    sa.Column("submission_ids", sa.JSON, nullable=False),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.UniqueConstraint("campaign", "sha256", name="uq_intake_evidence_sha256"),
+    sa.Index("ix_intake_evidence_message", "campaign", "message_id"),
+    sa.Index("ix_intake_evidence_occurrence", "campaign", "obligation", "period"),
+)
+
+intake_review = sa.Table(
+    "intake_review",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("campaign", sa.String(64), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),  # submission | liaison
+    sa.Column("evidence_id", BigId, nullable=True),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("proposal", sa.JSON, nullable=False),
+    sa.Column("status", sa.String(12), nullable=False, server_default="open"),
+    sa.Column("created_at", UtcDateTime, nullable=False),
+    sa.Column("decided_at", UtcDateTime, nullable=True),
+    sa.Column("decided_by", sa.String(128), nullable=True),
+    sa.Column("decision", sa.Text, nullable=False, server_default=""),
+    sa.Index("ix_intake_review_status", "campaign", "status"),
+)
+
+directory_changes = sa.Table(
+    "directory_changes",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("campaign", sa.String(64), nullable=False),
+    sa.Column("review_id", BigId, nullable=True),
+    sa.Column("unit_id", sa.String(64), nullable=False),
+    sa.Column("person_id", sa.String(64), nullable=False),
+    sa.Column("before", sa.JSON, nullable=True),
+    sa.Column("after", sa.JSON, nullable=False),
+    sa.Column("file", sa.Text, nullable=False),
+    sa.Column("applied_at", UtcDateTime, nullable=False),
+    sa.Column("applied_by", sa.String(128), nullable=False),
+)

@@ -6,7 +6,7 @@ An import classifies each row as new, already recorded or conflicting by looking
 re-import of a file with many rows per occurrence grew quadratically.
 
 Revision ID: 0007
-Revises: 0002
+Revises: 0005
 Create Date: 2026-12-02 19:20:00
 """
 
@@ -15,7 +15,7 @@ from __future__ import annotations
 from alembic import op
 
 revision = "0007"
-down_revision = "0002"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
