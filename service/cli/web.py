@@ -9,7 +9,8 @@ import typer
 
 from ..store.accounts import ROLES, TOKEN_ROLES, AccountError, Accounts
 from ..store.db import create_engine, migrate
-from .commands import Context, app, fail, run_async
+from .commands import app
+from .common import Context, fail, run_async
 
 user_app = typer.Typer(help="Console accounts (office and supervisors).", no_args_is_help=True)
 token_app = typer.Typer(help="API tokens.", no_args_is_help=True)
