@@ -48,14 +48,15 @@ async def test_a_campaign_ending_on_the_last_day_of_the_holiday_data_runs(
         schedule=shifted_to_2026(schedule_path, write_schedule),
         contacts=contacts_dir,
         templates=templates_dir,
-        state_dir=tmp_path,
+        state_dir=tmp_path / "state",
         database_url=None,
         channels_file=None,
     )
     start = datetime(2026, 12, 28, tzinfo=SHANGHAI)
-    result = await simulate(settings, start, datetime(2027, 1, 1, tzinfo=SHANGHAI), tmp_path)
+    out = tmp_path / "out"
+    result = await simulate(settings, start, datetime(2027, 1, 1, tzinfo=SHANGHAI), out)
     assert result.sent > 0
-    text = (tmp_path / "messages.jsonl").read_text(encoding="utf-8")
+    text = (out / "messages.jsonl").read_text(encoding="utf-8")
     rows = [json.loads(line) for line in text.splitlines()]
     ends = [
         m
