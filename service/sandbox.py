@@ -42,6 +42,17 @@ DEFAULT_MAX_CHARS = 4_000_000
 MAX_INT_BITS = 16_384  # ~4,900 decimal digits: more than Python prints (4,300)
 
 
+def _capped_range(*args: int) -> range:
+    """Jinja's ``safe_range`` (100,000 items at most), over the cap a render limit like the
+    others rather than an OverflowError: a data-sized loop fails its message, located."""
+    from jinja2.sandbox import MAX_RANGE, safe_range
+
+    try:
+        return safe_range(*args)
+    except OverflowError:
+        raise TemplateRenderLimit(f"range 过大 / range larger than {MAX_RANGE}") from None
+
+
 class TemplateRenderLimit(TemplateRuntimeError):
     """A render took too long or built too much text; the template line is in the traceback."""
 
@@ -316,6 +327,7 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
         super().__init__(*args, **kwargs)
         self.limits = limits or RenderLimits()
         self.globals.pop("lipsum", None)
+        self.globals["range"] = _capped_range
         self.filters = {name: _guard_filter(self, name, f) for name, f in self.filters.items()}
 
     @contextmanager

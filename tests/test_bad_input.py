@@ -849,7 +849,7 @@ def assert_spreadsheets_neutralised(model: CampaignModel) -> None:
     """Digest CSV and XLSX of every unit: no live formula, no control character."""
     import openpyxl
 
-    from service.messages import digest_csv, digest_rows, digest_xlsx
+    from service.digests import digest_csv, digest_rows, digest_xlsx
     from service.sheets import FORMULA_TRIGGERS
 
     subs = model.submittable()

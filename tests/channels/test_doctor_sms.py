@@ -20,6 +20,7 @@ def settings_for(tmp_path: Path, server: LoopbackServer) -> Settings:
         "sms:\n  backend: aliyun\n"
         f"  access_key_id: {ALIYUN_KEY_ID}\n  secret_env: DOCTOR_ALIYUN_SECRET\n"
         f"  sign_name: 吉林省安委办\n  endpoint: {server.url}\n"
+        "  allow_plaintext: true\n"  # the fake gateway is http:// on loopback
         "  templates:\n    reminder: {code: SMS_1, params: [unit]}\n",
         encoding="utf-8",
     )
@@ -48,7 +49,9 @@ async def test_sms_credentials_are_checked_by_a_query(
         offline=False,
         now=datetime.now(UTC),  # the channel queries from here to its own (real) today
     )
-    sms = {c.key: c for c in checks}["sms"]
+    by_key = {c.key: c for c in checks}
+    assert by_key["channels"].ok, by_key["channels"].detail
+    sms = by_key["sms"]
     assert sms.ok is accepted, sms.detail
     fake = aliyun_server.provider
     assert isinstance(fake, AliyunFake)

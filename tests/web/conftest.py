@@ -185,13 +185,14 @@ async def link_client(
 
 
 @pytest.fixture
-async def failed_message(migrated_engine: AsyncEngine, web_clock: VirtualClock) -> tuple[int, str]:
-    """One failed reminder to changchun's liaison in the outbox: (id, key)."""
+async def failed_message(migrated_engine: AsyncEngine) -> tuple[int, str]:
+    """One failed reminder bundle to changchun's liaison in the outbox: (id, key)."""
 
     from service.store.tables import messages
 
-    key = "jilin-2023/weekly-progress/2023-W25/changchun/reminder1/changchun-liaison/email"
-    now = web_clock.now()
+    key = "jilin-2023/2023-06-20T09:00/changchun-liaison/email"
+    due, expires = local("2023-06-20T09:00"), local("2023-06-21T17:00")
+    retried = due + timedelta(minutes=5)  # the attempt that failed for good
     async with migrated_engine.begin() as conn:
         result = await conn.execute(
             messages.insert()
@@ -201,19 +202,30 @@ async def failed_message(migrated_engine: AsyncEngine, web_clock: VirtualClock) 
                 kind="reminder",
                 step="reminder1-1wd",
                 obligation="weekly-progress",
-                periods=["2023-W25"],
+                periods=["weekly-progress@2023-W25"],
                 units=["changchun"],
                 recipient_id="changchun-liaison",
                 channel="email",
-                due_at=now,
-                next_attempt_at=now,
+                due_at=due,
+                next_attempt_at=retried,
+                expires_at=expires,
                 status="failed",
                 reason="permanent: 550 mailbox unavailable",
-                attempts=1,
-                created_at=now,
-                updated_at=now,
+                attempts=2,
+                created_at=due,
+                updated_at=retried,
                 subject="【提醒】请报送",
                 body="李海燕：请于 6 月 21 日 17:00 前报送。",
+                items=[
+                    {
+                        "obligation": "weekly-progress",
+                        "period": "2023-W25",
+                        "unit": "changchun",
+                        "step": "reminder1-1wd",
+                        "kind": "reminder",
+                        "expires": expires.isoformat(),
+                    }
+                ],
             )
             .returning(messages.c.id)
         )

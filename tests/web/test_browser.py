@@ -8,6 +8,8 @@ import io
 import os
 import socket
 from collections.abc import AsyncIterator
+from email.parser import BytesParser
+from email.policy import default
 from pathlib import Path
 
 import pytest
@@ -124,21 +126,44 @@ async def test_liaison_link_marks_submitted_and_cycle_cancels_reminder(
     reconciler: Reconciler,
     migrated_engine: AsyncEngine,
     request: pytest.FixtureRequest,
+    tmp_path: Path,
 ) -> None:  # type: ignore[no-untyped-def]
-    """A liaison opens their link, presses 已报送; the next cycle cancels the reminder."""
+    """A liaison opens their link, presses 已报送; the next cycle cancels the reminder.
+
+    Messages are bundles (one per recipient, channel and moment). W26's reminders to
+    changchun's liaison by e-mail sit in two of them: 06-29's, caught up into the bundle at
+    the 08:00 window opening with everything else owed, and the 09:00 one of its own.
+    """
     web_clock.set(local("2023-06-30T09:00"))
-    await reconciler.plan()  # the 09:00 reminders are planned, not yet sent
+    await reconciler.plan()  # the 08:00 and 09:00 bundles are planned, not yet sent
     m = messages.c
-    reminder = sa.select(m.status, m.reason).where(
-        m.recipient_id == "changchun-liaison",
-        m.obligation == "weekly-progress",
-        m.kind == "reminder",
-        m.channel == "email",
-        m.status != "stale",
+    bundles = (
+        sa.select(m.idem_key, m.status, m.reason, m["items"].label("bundled"))
+        .where(
+            m.recipient_id == "changchun-liaison",
+            m.channel == "email",
+            m.status != "stale",
+        )
+        .order_by(m.idem_key)
     )
+    catch_up = "jilin-2023/2023-06-30T08:00/changchun-liaison/email"
+    own = "jilin-2023/2023-06-30T09:00/changchun-liaison/email"
+
+    def w26_steps(items: list[dict[str, str]]) -> list[tuple[str, str]]:
+        return [
+            (it["kind"], it["step"])
+            for it in items
+            if (it["obligation"], it["period"]) == ("weekly-progress", "2023-W26")
+        ]
+
     async with migrated_engine.connect() as conn:
-        # W26's two reminders (06-29 and 06-30 09:00: catching up, neither expired)
-        assert [r.status for r in await conn.execute(reminder)] == ["pending", "pending"]
+        before = {r.idem_key: r for r in await conn.execute(bundles)}
+    assert {k: w26_steps(r.bundled) for k, r in before.items() if w26_steps(r.bundled)} == {
+        catch_up: [("reminder", "reminder1-1wd")],
+        own: [("reminder", "reminder2-0wd")],
+    }
+    assert before[catch_up].status == before[own].status == "pending"
+    assert len(before[catch_up].bundled) > 1 and len(before[own].bundled) == 1
 
     # the link `service link changchun-liaison` prints (e-mails do not carry it yet)
     token = web_state.signer.issue("changchun-liaison", 1, web_clock.now())
@@ -154,9 +179,24 @@ async def test_liaison_link_marks_submitted_and_cycle_cancels_reminder(
 
     await reconciler.run_cycle("test")
     async with migrated_engine.connect() as conn:
-        after = (await conn.execute(reminder)).all()
-    assert len(after) == 2
-    assert all(status == "cancelled" and "submitted" in reason for status, reason in after)
+        after = {r.idem_key: r for r in await conn.execute(bundles)}
+    # the bundle with nothing else to say is cancelled, saying why
+    assert (after[own].status, after[own].reason) == (
+        "cancelled",
+        "reason disappeared: submitted meanwhile",
+    )
+    # the catch-up bundle still has W25 and the rest to say: sent, without W26
+    assert after[catch_up].status == "sent"
+    [sent] = [
+        msg
+        for msg in (
+            BytesParser(policy=default).parsebytes(path.read_bytes())
+            for path in (tmp_path / "outbox" / "email").glob("*.eml")
+        )
+        if msg["X-Campaign-Key"] == catch_up
+    ]
+    body = sent.get_body(("plain",)).get_content()
+    assert "（第25周）" in body and "（第26周）" not in body
 
 
 async def test_supervisor_exports_overdue_list(

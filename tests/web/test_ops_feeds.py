@@ -7,9 +7,12 @@ from datetime import timedelta
 
 import httpx
 import sqlalchemy as sa
+from alembic.config import Config
+from alembic.script import ScriptDirectory
 from icalendar import Calendar
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from service.store.db import MIGRATIONS
 from service.store.outbox import Outbox
 from service.store.tables import messages
 from service.web.state import WebState
@@ -24,9 +27,12 @@ async def test_healthz(client: httpx.AsyncClient) -> None:
 
 
 async def test_readyz_reports_current_migrations(client: httpx.AsyncClient) -> None:
-    """Ready: the database answers and sits at the migrations' head."""
+    """Ready: the database answers and sits at the migrations' head (alembic's, one)."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    [head] = ScriptDirectory.from_config(cfg).get_heads()
     r = await client.get("/readyz")
-    assert r.status_code == 200 and r.json()["revision"] == "0004"
+    assert r.status_code == 200 and r.json() == {"status": "ok", "revision": head}
 
 
 async def test_readyz_not_ready_on_old_schema(
@@ -80,16 +86,28 @@ async def test_messages_search_bad_state_names_the_field(login: Login) -> None:
 async def test_requeue_failed_message(
     login: Login, failed_message: tuple[int, str], migrated_engine: AsyncEngine
 ) -> None:
-    """Re-queue puts a failed message back to pending with a reason."""
+    """Re-queue puts a failed bundle back to pending, due at once, keeping the old reason."""
     c = await login("operator")
     page = await c.get("/messages")
     r = await c.post(
         "/messages/requeue", data={"csrf": csrf_of(page.text), "key": failed_message[1]}
     )
     assert r.status_code == 303 and "requeued=1" in r.headers["location"]
+    m = messages.c
     async with migrated_engine.connect() as conn:
-        row = (await conn.execute(sa.select(messages.c.status, messages.c.reason))).one()
-    assert row == ("pending", "re-queued by the office")
+        row = (
+            await conn.execute(
+                sa.select(m.status, m.reason, m.attempts, m.next_attempt_at, m.due_at).where(
+                    m.idem_key == failed_message[1]
+                )
+            )
+        ).one()
+    assert (row.status, row.reason, row.attempts) == (
+        "pending",
+        "requeued by the operator; before: permanent: 550 mailbox unavailable",
+        0,
+    )
+    assert row.next_attempt_at == row.due_at  # due at once (it still expires as planned)
 
 
 async def test_requeue_leaves_final_states_alone(
