@@ -325,9 +325,8 @@ def test_cli_submit_with_overlong_actor_prints_one_chinese_line(
         ],
     )
     assert result.exit_code == 1, result.output
-    assert result.output.strip().splitlines() == [
-        "错误 / error: --actor（操作人） 过长：129 个字符，最多 128 个"
-    ]
+    [line] = result.output.strip().splitlines()
+    assert line.startswith("错误") and "--actor" in line and "128" in line, line
 
 
 # -- item 6: leases do not follow a virtual clock; one daemon per SQLite state -------------

@@ -101,25 +101,40 @@ _ISO = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:[+-]\d{
 # Reasons are stored in English by the dispatcher and the planner (a stable vocabulary for
 # logs and programs); the operator reads them translated. Unknown reasons pass through.
 _REASONS: list[tuple[re.Pattern[str], str]] = [
-    (re.compile(r"^reason disappeared: submitted meanwhile$"), "提醒理由已消失：期间已报送"),
+    (re.compile(r"^reason disappeared: (.+)$"), "提醒理由已消失：{0}"),
     (re.compile(r"^recipient is no longer in the directory$"), "收件人已不在通讯录中"),
     (re.compile(r"^expired at (.+)$"), "已于 {0} 过期"),
     (
-        re.compile(r"^no SMS sending window before it (?:expired|stops making sense)$"),
-        "过期前没有可发送短信的时段",
+        re.compile(r"^no (?:SMS )?sending window before it (?:expired|stops making sense)$"),
+        "过期前没有可发送的时段",
     ),
-    (re.compile(r"^waiting for the SMS sending window$"), "等待短信发送时段"),
+    (re.compile(r"^waiting for the (?:SMS )?sending window$"), "等待发送时段"),
+    (
+        re.compile(r"^daily SMS cap reached \((\d+) per (?:recipient|number)\): deferred$"),
+        "已达每个号码每日短信上限（{0} 条），顺延到次日",
+    ),
     (
         re.compile(
-            r"^daily SMS cap reached \((\d+) per recipient\); the email copy carries the "
+            r"^daily SMS cap reached \((\d+) per (?:recipient|number)\); the email copy "
+            r"carries the message$"
+        ),
+        "已达每个号码每日短信上限（{0} 条），由邮件送达",
+    ),
+    (
+        re.compile(
+            r"^daily SMS cap reached \(kept for urgent messages\); the email copy carries the "
             r"message$"
         ),
-        "已达每人每日短信上限（{0} 条），由邮件送达",
+        "当日剩余短信额度留给逾期与督办，由邮件送达",
     ),
     (re.compile(r"^no (\w+) channel is configured$"), "未配置 {0} 渠道"),
     (
         re.compile(r"^gave up after (\d+) attempts; last error: (.*)$"),
         "尝试 {0} 次后放弃；最后错误：{1}",
+    ),
+    (
+        re.compile(r"^gave up after (\d+) attempts: it stops making sense at (\S+); last error: (.*)$"),
+        "尝试 {0} 次后放弃：{1} 后已无意义；最后错误：{2}",
     ),
     (
         re.compile(
@@ -128,9 +143,19 @@ _REASONS: list[tuple[re.Pattern[str], str]] = [
         ),
         "于 {0} 才计划，已过有效期（{1}）；服务在 {2} 未运行",
     ),
+    (re.compile(r"^planned at (\S+), after the next digest slot$"), "于 {0} 才计划，已到下一期汇总时间"),
+    (re.compile(r"^requeued by the operator; before: (.*)$"), "由操作员重新排队；此前：{0}"),
     (re.compile(r"^internal error: (.*)$"), "内部错误：{0}"),
     (re.compile(r"^send failed: (.*)$"), "发送失败：{0}"),
 ]
+
+# The parts a ``reason disappeared: a, b`` reason is made of (service/compose.py).
+_DROPPED = {
+    "submitted meanwhile": "期间已报送",
+    "unchanged since the last digest": "与上次汇总相比无变化",
+    "no longer in the schedule or directory": "已不在日程或通讯录中",
+    "expired": "已过期",
+}
 
 
 def local_times(text: str, tz: tzinfo) -> str:
@@ -152,7 +177,10 @@ def reason(text: str, tz: tzinfo) -> str:
         return text
     for pattern, zh in _REASONS:
         if m := pattern.match(text):
-            return zh.format(*m.groups())
+            groups = [reason(g, tz) if g and g != text else g for g in m.groups()]
+            if pattern.pattern.startswith("^reason disappeared"):
+                groups = ["，".join(_DROPPED.get(p, p) for p in m.group(1).split(", "))]
+            return zh.format(*groups)
     return text
 
 

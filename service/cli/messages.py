@@ -10,7 +10,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .. import render
 from ..model import CampaignModel
-from ..store.queries import MESSAGE_STATES, MessageFilter, final_keys, message_detail, message_rows
+from ..store.queries import (
+    MESSAGE_STATES,
+    MessageFilter,
+    final_keys,
+    message_detail,
+    message_rows,
+    obligations_of,
+)
 from .commands import app
 from .common import Context, fail, print_table, run_async, say, with_engine, with_ledger
 from .i18n import CHANNEL, KIND, help_text, local_times, reason, t, word
@@ -175,6 +182,8 @@ def messages(
                 "kind": r["kind"],
                 "channel": r["channel"],
                 "recipient": r["recipient_id"],
+                "obligations": obligations_of(r),
+                "units": list(r["units"] or ()),
                 "due": local(r["due_at"]),
                 "next_attempt": local(r["next_attempt_at"]),
                 "sent_at": local(r["sent_at"]),

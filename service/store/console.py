@@ -161,7 +161,14 @@ class ConsoleQueries:
         if recipients is not None:
             query = query.where(m.recipient_id.in_(list(recipients)))
         if obligation:
-            query = query.where(m.obligation == obligation)
+            # a bundle over several obligations names them in its periods ("key@period")
+            escaped = obligation.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            query = query.where(
+                sa.or_(
+                    m.obligation == obligation,
+                    sa.cast(m.periods, sa.Text).like(f'%"{escaped}@%', escape="\\"),
+                )
+            )
         if status:
             query = query.where(m.status == status)
         if since is not None:

@@ -38,7 +38,8 @@ async def message_rows(
     if where.person:
         query = query.where(m.recipient_id == where.person)
     if where.obligation:
-        query = query.where(m.obligation == where.obligation)
+        # a bundle over several obligations has none of its own: its periods name them
+        query = query.where(sa.or_(m.obligation == where.obligation, m.obligation.is_(None)))
     if where.status:
         query = query.where(m.status == where.status)
     if where.since:
@@ -53,9 +54,20 @@ async def message_rows(
         async for partition in result.partitions(_CHUNK):
             for row in partition:
                 item = dict(row._mapping)
-                if where.unit is None or where.unit in (item["units"] or ()):
-                    kept.append(item)
+                if where.unit is not None and where.unit not in (item["units"] or ()):
+                    continue
+                if where.obligation and where.obligation not in obligations_of(item):
+                    continue
+                kept.append(item)
     return list(kept)
+
+
+def obligations_of(row: dict[str, Any]) -> list[str]:
+    """The obligations a message speaks of: its own, or those of its periods (a bundle)."""
+    keys = {p.partition("@")[0] for p in row.get("periods") or () if "@" in p}
+    if row.get("obligation"):
+        keys.add(row["obligation"])
+    return sorted(keys)
 
 
 async def message_detail(

@@ -9,7 +9,7 @@ import pytest
 
 from service import render
 
-from .conftest import Invoke, ok, rename_unit
+from .conftest import Invoke, ok, refused, rename_unit
 
 AT = ["--at", "2023-06-26T10:00"]
 
@@ -32,12 +32,28 @@ def test_link_markup_in_a_unit_name_is_shown(cli: Invoke, contacts: Path) -> Non
     assert "\x1b]8;" not in result.stdout
 
 
-def test_escape_sequences_in_a_unit_name_are_made_visible(cli: Invoke, contacts: Path) -> None:
-    """An ESC in a name reaches the terminal as the text ``\\x1b``, never as a control."""
+def test_escape_sequences_in_a_unit_name_are_refused_where_written(
+    cli: Invoke, contacts: Path
+) -> None:
+    """An ESC in a unit name is refused at load, naming units.csv's line and the field."""
     rename_unit(contacts, "yanji", "延吉\x1b[2J\x1b]0;pwned\x07市")
-    result = ok(cli("status", "--unit", "yanji", *AT))
-    assert "\x1b" not in result.stdout and "\x07" not in result.stdout
-    assert "延吉\\x1b[2J\\x1b]0;pwned\\x07市" in result.stdout
+    result = refused(cli("status", "--unit", "yanji", *AT))
+    assert "units.csv:" in result.output and "name" in result.output
+    assert "\x1b" not in result.output and "\x07" not in result.output
+
+
+def test_escape_sequences_from_elsewhere_are_made_visible() -> None:
+    """Text from outside the directory (a mail server's reply kept as a reason) reaches the
+    terminal with ESC and BEL as the visible text ``\\x1b``/``\\x07``, never as controls."""
+    import io
+
+    buf = io.StringIO()
+    render.console(buf).print(
+        render.table("标题", ["原因"], [["550 \x1b[2J\x1b]0;pwned\x07 rejected"]])
+    )
+    out = buf.getvalue()
+    assert "\x1b" not in out and "\x07" not in out
+    assert "\\x1b[2J\\x1b]0;pwned\\x07" in out
 
 
 def test_markup_in_the_campaign_name_is_shown(

@@ -132,9 +132,9 @@ class TestReplayed:
         assert mine and {m["recipient"] for m in mine} == {"changchun-liaison"}
         sent = self.messages(replayed, "--status", "sent", "--obligation", "weekly-progress")
         assert sent and {m["status"] for m in sent} == {"sent"}
-        assert all("weekly-progress" in m["key"] for m in sent)
+        assert all("weekly-progress" in m["obligations"] for m in sent)
         yanji = self.messages(replayed, "--unit", "yanji")
-        assert yanji and all("yanji" in m["key"] or "digest" in m["key"] for m in yanji)
+        assert yanji and all("yanji" in m["units"] for m in yanji)
         assert len(yanji) < len(everything)
 
     def test_since_until_bound_the_planned_moment(self, replayed: Invoke) -> None:
