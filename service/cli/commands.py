@@ -114,4 +114,6 @@ def validate(ctx: typer.Context) -> None:
 
 
 def main() -> None:
-    sys.exit(app())  # typer raises SystemExit itself; this keeps the entry point explicit
+    from .usage import run
+
+    sys.exit(run(app))
