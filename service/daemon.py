@@ -86,11 +86,7 @@ class Daemon:
             return
         async with self._lock:  # a reload never swaps the configuration mid-cycle
             self.maybe_reload()
-            if self.before_cycle is not None:
-                try:
-                    await self.before_cycle()
-                except Exception:  # the mailbox being down must not stop the reminders
-                    log.exception("before-cycle work failed; the cycle goes on")
+            await _before(self.before_cycle)
             try:
                 await self.app.reconciler.run_cycle(reason)
             except Exception:  # a broken cycle must not kill the alarm clock
@@ -191,6 +187,16 @@ class Daemon:
             log.warning("in-flight sends did not finish within the grace period")
 
 
+async def _before(work: Callable[[], Awaitable[None]] | None) -> None:
+    """The before-cycle work; its failure is logged and the cycle goes on."""
+    if work is None:
+        return
+    try:
+        await work()
+    except Exception:  # the mailbox being down must not stop the reminders
+        log.exception("before-cycle work failed; the cycle goes on")
+
+
 async def run_virtual(
     app: App,
     clock: VirtualClock,
@@ -198,10 +204,12 @@ async def run_virtual(
     pace: Callable[[datetime], Awaitable[None]] | None = None,
     stop: asyncio.Event | None = None,
     max_cycles: int = 1_000_000,
+    before_cycle: Callable[[], Awaitable[None]] | None = None,
 ) -> int:
-    """Step the same cycle from one due moment to the next on a virtual clock."""
+    """Step the same cycle from one due moment to the next on a virtual clock;
+    ``before_cycle`` runs before each cycle as in ``Daemon``."""
     with exclusive_state(app.settings.db_url):
-        return await _step_virtual(app, clock, until, pace, stop, max_cycles)
+        return await _step_virtual(app, clock, until, pace, stop, max_cycles, before_cycle)
 
 
 async def _step_virtual(
@@ -211,10 +219,12 @@ async def _step_virtual(
     pace: Callable[[datetime], Awaitable[None]] | None,
     stop: asyncio.Event | None,
     max_cycles: int,
+    before_cycle: Callable[[], Awaitable[None]] | None = None,
 ) -> int:
     cycles = 0
     reconciler = app.reconciler
     while cycles < max_cycles and not (stop and stop.is_set()):
+        await _before(before_cycle)
         await reconciler.run_cycle("virtual")
         cycles += 1
         wake = await reconciler.next_wake()
@@ -225,6 +235,7 @@ async def _step_virtual(
         clock.set(wake)
     if clock.now() < until:
         clock.set(until)
+        await _before(before_cycle)
         await reconciler.run_cycle("virtual-end")
         cycles += 1
     return cycles

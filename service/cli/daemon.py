@@ -6,11 +6,11 @@ import asyncio
 import logging
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -19,6 +19,11 @@ from ..store.db import create_engine, migrate
 from .commands import app
 from .common import Context, fail, run_async, say
 from .i18n import counts_line, help_text, t
+
+if TYPE_CHECKING:
+    from ..app import App
+    from ..clock import Clock
+    from ..intake.mailbox import MailboxConfig
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
@@ -46,6 +51,34 @@ def spinner(label: str) -> Iterator[Any]:
 
     with Console(stderr=True).status(label) as status:
         yield status
+
+
+def mailbox_config() -> MailboxConfig | None:
+    """The office mailbox when ``SERVICE_IMAP_HOST`` is set (credentials from the
+    environment only); a missing or unsafe setting stops ``run`` before it starts."""
+    if not os.environ.get("SERVICE_IMAP_HOST"):
+        return None
+    from ..intake.mailbox import MailboxConfig
+
+    return MailboxConfig.from_env()
+
+
+def mailbox_hook(
+    cfg: MailboxConfig | None, application: App, clock: Clock
+) -> Callable[[], Awaitable[None]] | None:
+    """One mailbox pass before each cycle: what it records cancels that cycle's reminders."""
+    if cfg is None:
+        return None
+    from ..intake.core import Intake
+    from ..intake.mailbox import cycle_hook
+
+    settings = application.settings
+
+    def make() -> Intake:  # the daemon's current model: a reload is picked up
+        engine = application.outbox.engine
+        return Intake(application.runtime.model, engine, clock, settings.state_dir, "mailbox")
+
+    return cycle_hook(cfg, make)
 
 
 @app.command(help=help_text("cmd.run"))
@@ -76,12 +109,15 @@ def run(
     logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLogger().level))
 
     async def go(state: Context) -> None:
+        mailbox = mailbox_config()
         if virtual_from is None:
             from ..web.server import console_alongside
 
             async with open_app(state.settings, state.clock) as application:
+                hook = mailbox_hook(mailbox, application, state.clock)
                 async with console_alongside(application, web):
-                    await Daemon(application, tick=timedelta(seconds=tick)).run()
+                    daemon = Daemon(application, tick=timedelta(seconds=tick), before_cycle=hook)
+                    await daemon.run()
             return
         model = state.model()
         start = state.at(virtual_from, model, "--virtual-from")
@@ -101,7 +137,8 @@ def run(
                     await asyncio.sleep(pace)
 
             async with open_app(state.settings, clock) as application:
-                cycles = await run_virtual(application, clock, end, pace=step)
+                hook = mailbox_hook(mailbox, application, clock)
+                cycles = await run_virtual(application, clock, end, pace=step, before_cycle=hook)
                 counts = await application.outbox.status_counts()
                 model = application.runtime.model
         say(

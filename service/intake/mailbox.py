@@ -11,7 +11,9 @@ harmlessly on the next pass.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import imaplib
+import ipaddress
 import os
 import re
 import select
@@ -27,6 +29,7 @@ import structlog
 
 from ..clock import Clock
 from ..errors import ConfigError, Problem
+from ..logs import mask_text
 from .core import Intake, Outcome
 
 log = structlog.get_logger("service.intake.mailbox")
@@ -66,8 +69,22 @@ class MailboxConfig:
             raise ConfigError(
                 [Problem("environment", None, "SERVICE_IMAP_PORT", "不是端口号")]
             ) from None
+        host = env["SERVICE_IMAP_HOST"]
+        if not tls and not is_loopback(host):
+            raise ConfigError(
+                [
+                    Problem(
+                        "environment",
+                        None,
+                        "SERVICE_IMAP_TLS",
+                        f"邮箱连接未加密：密码和邮件内容会以明文在网络上传输。{host!r} 不是本机"
+                        "回环地址；SERVICE_IMAP_TLS=0 只允许用于本机回环地址"
+                        "（127.0.0.1、::1、localhost）上的测试服务器，其他主机必须使用 TLS",
+                    )
+                ]
+            )
         return cls(
-            host=env["SERVICE_IMAP_HOST"],
+            host=host,
             user=env["SERVICE_IMAP_USER"],
             password=env["SERVICE_IMAP_PASSWORD"],
             port=port,
@@ -75,6 +92,18 @@ class MailboxConfig:
             folder=env.get("SERVICE_IMAP_FOLDER") or "INBOX",
             move_to=env.get("SERVICE_IMAP_MOVE_TO") or None,
         )
+
+
+def is_loopback(host: str) -> bool:
+    """127.0.0.0/8, ::1, localhost: the only hosts a plaintext IMAP login may go to (the
+    same rule as ``allow_plaintext`` for SMTP and SMS in service/channels/registry.py)."""
+    host = host.strip("[]").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 @dataclass
@@ -305,20 +334,62 @@ async def _idle(
         stopper.cancel()
 
 
+HOOK_TIMEOUT = 15.0  # seconds per socket operation: a silent server delays a cycle this long
+
+
 def cycle_hook(
     cfg: MailboxConfig, make_intake: Callable[[], Intake]
 ) -> Callable[[], Awaitable[None]]:
     """One mailbox pass as the daemon's ``before_cycle`` work (see ``Daemon``).
 
-    ``make_intake`` is called each pass so that the daemon's reloaded model is used.
+    ``make_intake`` is called each pass so that the daemon's reloaded model is used. A
+    failed pass (server down, login refused) never reaches the cycle: it is logged once
+    per outage (host and the server's reply, never the user or the password) and the
+    next cycle tries again; the recovery is logged too.
     """
+    cfg = dataclasses.replace(cfg, timeout=min(cfg.timeout, HOOK_TIMEOUT))
+    failing = False
 
     async def hook() -> None:
+        nonlocal failing
         try:
             await poll(make_intake(), cfg)
         except (OSError, imaplib.IMAP4.error) as exc:
-            log.warning(
-                "mailbox pass failed; next cycle retries", host=cfg.host, error=str(exc)[:200]
-            )
+            if not failing:
+                log.warning(
+                    "mailbox pass failed; cycles go on, the next one retries",
+                    host=f"{cfg.host}:{cfg.port}",
+                    error=safe_error(exc, cfg),
+                )
+            failing = True
+            return
+        if failing:
+            log.info("mailbox reachable again", host=f"{cfg.host}:{cfg.port}")
+        failing = False
 
     return hook
+
+
+def safe_error(exc: BaseException, cfg: MailboxConfig) -> str:
+    """The error for a log line: the user name and password masked if a server echoed them."""
+    text = f"{type(exc).__name__}: {exc}"[:200]
+    for secret in (cfg.password, cfg.user):
+        if secret:
+            text = text.replace(secret, "***")
+    return mask_text(text)
+
+
+async def probe(cfg: MailboxConfig) -> str:
+    """``service doctor``: log in and select the folder, read nothing, change nothing."""
+
+    def check() -> str:
+        session = _Session(dataclasses.replace(cfg, timeout=min(cfg.timeout, HOOK_TIMEOUT)))
+        try:
+            waiting = len(session.pending())
+        finally:
+            session.close()
+        mode = "TLS" if cfg.tls else "未加密（仅本机回环地址）"
+        where = f"{cfg.host}:{cfg.port}（{mode}）"
+        return f"{where}登录成功，文件夹 {cfg.folder} 可打开，待处理邮件 {waiting} 封"
+
+    return await asyncio.to_thread(check)

@@ -4,13 +4,18 @@ the supervisor's overdue list with exports."""
 from __future__ import annotations
 
 from datetime import timedelta
+from pathlib import PurePath
 from typing import Annotated
 
 import structlog
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import RedirectResponse, Response
+from starlette.datastructures import UploadFile
 
 from .. import render as payloads
+from ..errors import LedgerError
+from ..intake.core import Hints, Outcome, intake_file
+from ..intake.read import MAX_FILE_BYTES, FormError
 from ..links import LinkError, feed_url
 from ..sheets import Sheet, csv_bytes, xlsx_bytes
 from ..status import overdue_in_scope
@@ -126,7 +131,11 @@ async def personal_link(
 
 
 async def _liaison_page(
-    request: Request, who: Principal, errors: dict[str, str], status_code: int = 200
+    request: Request,
+    who: Principal,
+    errors: dict[str, str],
+    status_code: int = 200,
+    uploaded: list[dict[str, str]] | None = None,
 ) -> Response:
     state = state_of(request)
     assert who.scope is not None
@@ -163,13 +172,94 @@ async def _liaison_page(
         subs=subs,
         errors=errors,
         saved=request.query_params.get("saved") == "1",
+        uploaded=uploaded,
+        upload_limit_mb=MAX_FILE_BYTES // 2**20,
         contact=state.model.schedule.campaign.contact,
     )
 
 
 @router.get("/me")
 async def liaison(request: Request, who: Annotated[Principal, Depends(page("person"))]) -> Response:
-    return await _liaison_page(request, who, {})
+    uploaded = request.session.pop(_UPLOADED, None)  # shown once, after the redirect
+    return await _liaison_page(
+        request, who, {}, uploaded=uploaded if isinstance(uploaded, list) else None
+    )
+
+
+_UPLOADED = "uploaded"  # session key: the last upload's outcome, for the page after redirect
+_UPLOAD_OVERHEAD = 64 * 1024  # multipart boundaries, headers and the small fields
+_UPLOAD_WORDS = {
+    "recorded": "已登记",
+    "duplicate": "已登记过",
+    "review": "已转办公室审核",
+    "refused": "未登记",
+}
+
+
+def _upload_result(request: Request, outcomes: list[Outcome] | str) -> Response:
+    """Keep the outcome (Chinese, short) in the session and show it on /me after redirect."""
+    if isinstance(outcomes, str):
+        shown = [{"status": "refused", "label": _UPLOAD_WORDS["refused"], "message": outcomes}]
+    else:
+        shown = [
+            {"status": o.status, "label": _UPLOAD_WORDS[o.status], "message": o.message}
+            for o in outcomes
+        ]
+    for item in shown:  # the session is a cookie: keep it well under 4 KB
+        item["message"] = item["message"][:300]
+    request.session[_UPLOADED] = shown[:3]
+    return RedirectResponse("/me#upload-result", status_code=303)
+
+
+@router.post("/me/uploads")
+async def liaison_upload(
+    request: Request, who: Annotated[Principal, Depends(page("person"))]
+) -> Response:
+    """上传: a filled form for the person's own unit, through the same intake as the CLI
+    (source upload). The unit is the link's, never the form's; nothing is written when the
+    file is refused."""
+    state = state_of(request)
+    assert who.scope is not None
+    length = request.headers.get("content-length", "")
+    if not length.isdigit():
+        raise HTTPException(411, "上传请求缺少长度信息，请使用浏览器的上传按钮。")
+    if int(length) > MAX_FILE_BYTES + _UPLOAD_OVERHEAD:  # refused before anything is spooled
+        raise HTTPException(413, f"文件大于 {MAX_FILE_BYTES // 2**20} MB，不像是填好的表格。")
+    async with request.form(max_files=1, max_fields=10) as form:
+        if not csrf_ok(request, form.get("csrf")):
+            raise HTTPException(403, "表单已过期，请刷新页面后重试。")
+        upload = form.get("file")
+        if not isinstance(upload, UploadFile) or not upload.filename:
+            return _upload_result(request, "请先选择要上传的表格文件。")
+        data = await upload.read(MAX_FILE_BYTES + 1)  # read_grids refuses one byte more
+        name = PurePath(upload.filename.replace("\\", "/")).name[:200] or "upload"
+        errors: dict[str, str] = {}
+        obligation = form_text(form, "obligation", errors, required=False, limit=64) or None
+        period = form_text(form, "period", errors, required=False, limit=32) or None
+    if name.lower().endswith(".eml"):
+        return _upload_result(
+            request, f"{name}：请上传填好的表格文件（.xlsx 或 .csv），不要上传邮件。"
+        )
+    if obligation and period and not errors:
+        errors = submission_problems(state.model, who.scope, obligation, period, 1)
+    if errors:
+        return _upload_result(request, "；".join(errors.values()))
+    try:
+        outcomes = await intake_file(
+            state.model,
+            state.engine,
+            state.clock,
+            state.settings.state_dir,
+            name,
+            data,
+            hints=Hints(unit=who.scope, obligation=obligation, period=period),
+            actor=who.actor,
+        )
+    except (FormError, LedgerError) as exc:
+        log.info("liaison upload refused", person=who.name)
+        return _upload_result(request, str(exc))
+    log.info("liaison upload", person=who.name, outcomes=[o.status for o in outcomes])
+    return _upload_result(request, outcomes)
 
 
 @router.post("/me/submissions")

@@ -110,7 +110,7 @@ async def test_liaison_marks_item_submitted(link_client, ledger: Ledger) -> None
     c = await link_client("changchun-liaison")
     page = await c.get("/me")
     assert page.status_code == 200 and "长春市安委会办公室" in page.text
-    assert 'type="file" name="file" disabled' in page.text
+    assert 'action="/me/uploads" enctype="multipart/form-data"' in page.text
     r = await c.post(
         "/me/submissions",
         data={
