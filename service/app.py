@@ -14,6 +14,7 @@ from .clock import Clock
 from .config import Settings
 from .cycle import Reconciler
 from .dispatcher import Dispatcher, RetryPolicy
+from .logs import set_zone as set_log_zone
 from .runtime import Runtime
 from .store.db import create_engine, migrate
 from .store.ledger import Ledger
@@ -66,6 +67,7 @@ async def open_app(
     runtime = Runtime.load(
         settings.schedule, settings.contacts, settings.templates, settings.render_limits
     )
+    set_log_zone(runtime.model.schedule.campaign.tz)
     owned = channels is None
     if channels is None:
         cfg = load_channels_config(settings.channels_file)

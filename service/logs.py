@@ -4,8 +4,25 @@ from __future__ import annotations
 
 import logging
 import re
+from datetime import UTC, datetime, tzinfo
 
 import structlog
+from structlog.typing import EventDict, WrappedLogger
+
+# Log lines carry the campaign's zone (+08:00) like every other time the operator reads;
+# UTC until a campaign is loaded (set_zone).
+_zone: list[tzinfo] = [UTC]
+
+
+def set_zone(tz: tzinfo) -> None:
+    """Stamp log lines in ``tz`` from now on (the campaign's zone)."""
+    _zone[0] = tz
+
+
+def _timestamp(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
+    # Wall-clock time on purpose: a log line says when the process wrote it, also in replays.
+    event["timestamp"] = datetime.now(_zone[0]).isoformat(timespec="milliseconds")
+    return event
 
 
 def _console(debug: bool) -> structlog.dev.ConsoleRenderer:
@@ -37,7 +54,7 @@ def configure(level: str = "INFO", json: bool = False) -> None:
     structlog.configure(
         processors=[
             structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _timestamp,
             *renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
