@@ -87,9 +87,25 @@ class Ledger:
         Multi-row INSERTs (RETURNING the ids in order) for the submissions, then for their
         audit rows, not two statements per submission: an import can be 100,000s of rows.
         """
-        now = self._clock.now()
         if not subs:
             return []
+        now = self._clock.now()
+        self._check(subs, actor, now)
+        async with self._engine.begin() as conn:
+            return await self._insert(conn, subs, actor, now)
+
+    async def record_on(
+        self, conn: AsyncConnection, subs: Sequence[NewSubmission], actor: str
+    ) -> list[int]:
+        """Like :meth:`record`, inside the caller's transaction (a group commit): the
+        caller commits or rolls back. Raises before writing anything when a value is bad."""
+        if not subs:
+            return []
+        now = self._clock.now()
+        self._check(subs, actor, now)
+        return await self._insert(conn, subs, actor, now)
+
+    def _check(self, subs: Sequence[NewSubmission], actor: str, now: datetime) -> None:
         check_row(audit_log, {"actor": actor}, _LABELS)
         rows = [
             {
@@ -107,8 +123,6 @@ class Ledger:
             for sub in subs
         ]
         check_rows(submissions, rows, _LABELS)
-        async with self._engine.begin() as conn:
-            return await self._insert(conn, subs, actor, now)
 
     async def import_rows(
         self,
