@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ..clock import Clock
+from ..store.bulk import insert_ids
 from ..store.tables import directory_changes, intake_evidence, intake_review, submissions
 
 
@@ -164,16 +165,16 @@ class IntakeStore:
         """Finished evidence rows (status already known); their ids, in order."""
         if not rows:
             return []
-        c = intake_evidence.c
         now = self.clock.now()
-        result = await conn.execute(
-            intake_evidence.insert().returning(c.id, sort_by_parameter_order=True),
+        return await insert_ids(
+            conn,
+            intake_evidence,
             [
                 {"campaign": self.campaign, "submission_ids": [], "created_at": now, **row}
                 for row in rows
             ],
+            ["sha256"],
         )
-        return [int(i) for i in result.scalars()]
 
     async def set_submission_ids(
         self, conn: AsyncConnection, ids_by_evidence: Mapping[int, list[int]]
@@ -197,8 +198,9 @@ class IntakeStore:
         if not items:
             return []
         now = self.clock.now()
-        result = await conn.execute(
-            intake_review.insert().returning(intake_review.c.id, sort_by_parameter_order=True),
+        return await insert_ids(
+            conn,
+            intake_review,
             [
                 {
                     "campaign": self.campaign,
@@ -211,8 +213,8 @@ class IntakeStore:
                 }
                 for kind, eid, reason, proposal in items
             ],
+            ["evidence_id", "kind", "reason"],
         )
-        return [int(i) for i in result.scalars()]
 
     # -- review queue --------------------------------------------------------------------
 
