@@ -144,9 +144,11 @@ async def _poll(
         intake = Intake(model, engine, VirtualClock(local("2023-06-02T10:00")), tmp, "bench")
         if not batched:
             Intake.take_messages = _one_by_one  # type: ignore[assignment,method-assign]
+        cpu = time.process_time()
         with _stage_timers() as spent, Timer() as t:
             result = await poll(intake, MailboxConfig.from_env(env))
-        return t.seconds, Counter(o.status for o in result.outcomes), dict(spent)
+        spent_cpu = time.process_time() - cpu  # all threads: loop, IMAP, aiosqlite
+        return t.seconds, Counter(o.status for o in result.outcomes), {**spent, "cpu": spent_cpu}
     finally:
         Intake.take_messages = original  # type: ignore[method-assign]
         await engine.dispose()
@@ -186,7 +188,7 @@ def measure(n: int, one_by_one: bool = False, postgres: bool = False) -> dict[st
             "SERVICE_IMAP_PASSWORD": dc.PASSWORD,
             "SERVICE_IMAP_TLS": "0",
         }
-        for mode in ["batched", *(["one-by-one"] if one_by_one else [])]:
+        for mode in [*(["one-by-one"] if one_by_one else []), "batched"]:
             with tempfile.TemporaryDirectory() as tmp:
                 url, drop = _database(postgres, Path(tmp))
                 try:
@@ -196,7 +198,8 @@ def measure(n: int, one_by_one: bool = False, postgres: bool = False) -> dict[st
                 finally:
                     drop()
             assert statuses["recorded"] == n, statuses
-            figures[mode] = {"poll_s": seconds, "stages": spent}
+            cpu_s = spent.pop("cpu")
+            figures[mode] = {"poll_s": seconds, "cpu_s": cpu_s, "stages": spent}
             _unflag(server, user)
     finally:
         dc.stop(server, proc)
@@ -211,21 +214,24 @@ def table(figures: dict[str, Any]) -> str:
     lines = [
         f"intake_mailbox: {n} new mails with an xlsx each, Dovecot on loopback, "
         f"{figures['backend']}",
-        f"{'':32}{'total s':>10}{'ms/mail':>10}{'x bare':>10}",
+        f"{'':32}{'total s':>10}{'ms/mail':>10}{'x bare':>10}{'CPU s':>10}",
         f"{'bare IMAP fetch':32}{bare:>10.2f}{bare / n * 1e3:>10.2f}{1:>10.0f}",
     ]
     for m in modes:
-        s = figures[m]["poll_s"]
-        lines.append(f"{'poll, ' + m:32}{s:>10.2f}{s / n * 1e3:>10.2f}{s / bare:>10.0f}")
+        s, cpu = figures[m]["poll_s"], figures[m]["cpu_s"]
+        lines.append(
+            f"{'poll, ' + m:32}{s:>10.2f}{s / n * 1e3:>10.2f}{s / bare:>10.0f}{cpu:>10.2f}"
+        )
     lines += ["", f"{'per mail (ms)':32}" + "".join(f"{m:>12}" for m in modes)]
     for label, _owner, _name in _STAGES:
         cells = "".join(f"{figures[m]['stages'].get(label, 0.0) / n * 1e3:>12.2f}" for m in modes)
         lines.append(f"{label:32}{cells}")
     rest = [figures[m]["poll_s"] - sum(figures[m]["stages"].values()) for m in modes]
     lines.append(
-        f"{'database, loop, logs (the rest)':32}" + "".join(f"{r / n * 1e3:>12.2f}" for r in rest)
+        f"{'the rest (loop, logs, per-mail DB)':32}"
+        + "".join(f"{r / n * 1e3:>12.2f}" for r in rest)
     )
-    lines.append(f"target: poll <= 2x bare; measured {figures['ratio']:.0f}x")
+    lines.append(f"target: poll <= 2x bare; measured {figures['ratio']:.0f}x (batched)")
     return "\n".join(lines)
 
 
