@@ -237,21 +237,23 @@ async def poll(intake: Intake, cfg: MailboxConfig) -> PollResult:
             batch = await asyncio.to_thread(session.fetch, uids[start : start + _BATCH])
             handled: dict[str, list[bytes]] = {DONE: [], FAILED: []}
             try:
-                for uid, raw in batch:
-                    result.fetched += 1
-                    try:
-                        result.outcomes += await intake.take_message(raw)
+                result.fetched += len(batch)
+                taken = await intake.take_messages([raw for _uid, raw in batch])
+                for (uid, _raw), outcome in zip(batch, taken, strict=True):
+                    if not isinstance(outcome, Exception):
+                        result.outcomes += outcome
                         handled[DONE].append(uid)
-                    except Exception as exc:  # a bug must not stall the mailbox: park it
-                        log.exception("intake of a message failed", uid=uid.decode())
-                        await intake.store.add_review(
-                            "submission",
-                            None,
-                            f"邮件处理失败（IMAP UID {uid.decode()}）：{type(exc).__name__}",
-                            {"uid": uid.decode(), "folder": cfg.folder},
-                        )
-                        handled[FAILED].append(uid)
-                        result.failed += 1
+                        continue
+                    # A bug must not stall the mailbox: park the message, visibly.
+                    log.error("intake of a message failed", uid=uid.decode(), exc_info=outcome)
+                    await intake.store.add_review(
+                        "submission",
+                        None,
+                        f"邮件处理失败（IMAP UID {uid.decode()}）：{type(outcome).__name__}",
+                        {"uid": uid.decode(), "folder": cfg.folder},
+                    )
+                    handled[FAILED].append(uid)
+                    result.failed += 1
             finally:  # flag what was handled even if the pass stops midway
                 for keyword, done in handled.items():
                     await asyncio.to_thread(session.done, done, keyword)

@@ -41,6 +41,14 @@ def _e164(mobile: Any) -> str | None:
 
 async def propose_liaisons(intake: Intake, eid: int, d: Decision) -> list[int]:
     """After a 附件1 is recorded: one review item per unit whose liaison would change."""
+    return [
+        await intake.store.add_review("liaison", eid, reason, proposal)
+        for reason, proposal in liaison_proposals(intake, d)
+    ]
+
+
+def liaison_proposals(intake: Intake, d: Decision) -> list[tuple[str, dict[str, Any]]]:
+    """(reason, proposal) for each unit of a recorded 附件1 whose liaison would change."""
     assert d.obligation is not None
     form = form_of(intake.model.schedule.obligation(d.obligation))
     if form is None or not form.proposes_liaison:
@@ -68,7 +76,7 @@ async def propose_liaisons(intake: Intake, eid: int, d: Decision) -> list[int]:
                 continue
         unit_name = intake.model.directory.units[unit].name
         reason = f"{unit_name} 报送的联络员为 {name}，与名录不同：确认后提醒发给新联络员"
-        out.append(await intake.store.add_review("liaison", eid, reason, proposal))
+        out.append((reason, proposal))
     return out
 
 

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from ..clock import Clock
+from ..store.bulk import insert_ids
 from ..store.tables import directory_changes, intake_evidence, intake_review, submissions
 
 
@@ -84,6 +86,18 @@ class IntakeStore:
         async with self.engine.connect() as conn:
             return [Evidence(*r) for r in (await conn.execute(query)).all()]
 
+    async def known(self, message_ids: Collection[str], shas: Collection[str]) -> list[Evidence]:
+        """Evidence (any status) of these e-mails or files: one query for a fetched batch."""
+        if not message_ids and not shas:
+            return []
+        c = intake_evidence.c
+        query = sa.select(*_EVIDENCE_COLUMNS).where(
+            c.campaign == self.campaign,
+            sa.or_(c.message_id.in_(sorted(message_ids)), c.sha256.in_(sorted(shas))),
+        )
+        async with self.engine.connect() as conn:
+            return [Evidence(*r) for r in (await conn.execute(query)).all()]
+
     async def evidence(self, evidence_id: int) -> Evidence | None:
         c = intake_evidence.c
         query = sa.select(*_EVIDENCE_COLUMNS).where(
@@ -142,6 +156,65 @@ class IntakeStore:
         )
         async with self.engine.connect() as conn:
             return [Evidence(*r) for r in (await conn.execute(query)).all()]
+
+    # -- group commit: several files' rows in the caller's transaction -----------------------
+
+    async def insert_evidence(
+        self, conn: AsyncConnection, rows: Sequence[Mapping[str, Any]]
+    ) -> list[int]:
+        """Finished evidence rows (status already known); their ids, in order."""
+        if not rows:
+            return []
+        now = self.clock.now()
+        return await insert_ids(
+            conn,
+            intake_evidence,
+            [
+                {"campaign": self.campaign, "submission_ids": [], "created_at": now, **row}
+                for row in rows
+            ],
+            ["sha256"],
+        )
+
+    async def set_submission_ids(
+        self, conn: AsyncConnection, ids_by_evidence: Mapping[int, list[int]]
+    ) -> None:
+        if not ids_by_evidence:
+            return
+        c = intake_evidence.c
+        await conn.execute(
+            intake_evidence.update()
+            .where(c.id == sa.bindparam("eid"))
+            .values(submission_ids=sa.bindparam("sids", type_=c.submission_ids.type)),
+            [{"eid": eid, "sids": ids} for eid, ids in ids_by_evidence.items()],
+        )
+
+    async def insert_reviews(
+        self,
+        conn: AsyncConnection,
+        items: Sequence[tuple[str, int | None, str, dict[str, Any]]],
+    ) -> list[int]:
+        """(kind, evidence id, reason, proposal) as open review items; their ids, in order."""
+        if not items:
+            return []
+        now = self.clock.now()
+        return await insert_ids(
+            conn,
+            intake_review,
+            [
+                {
+                    "campaign": self.campaign,
+                    "kind": kind,
+                    "evidence_id": eid,
+                    "reason": reason,
+                    "proposal": proposal,
+                    "status": "open",
+                    "created_at": now,
+                }
+                for kind, eid, reason, proposal in items
+            ],
+            ["evidence_id", "kind", "reason"],
+        )
 
     # -- review queue --------------------------------------------------------------------
 

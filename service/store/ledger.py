@@ -15,6 +15,7 @@ from ..clock import Clock
 from ..counts import CountTable
 from ..errors import LedgerError, Problem
 from ..submissions import ImportReader, ImportRow, NewSubmission
+from .bulk import insert_ids
 from .limits import check_row, check_rows
 from .tables import audit_log, submissions
 
@@ -87,9 +88,25 @@ class Ledger:
         Multi-row INSERTs (RETURNING the ids in order) for the submissions, then for their
         audit rows, not two statements per submission: an import can be 100,000s of rows.
         """
-        now = self._clock.now()
         if not subs:
             return []
+        now = self._clock.now()
+        self._check(subs, actor, now)
+        async with self._engine.begin() as conn:
+            return await self._insert(conn, subs, actor, now)
+
+    async def record_on(
+        self, conn: AsyncConnection, subs: Sequence[NewSubmission], actor: str
+    ) -> list[int]:
+        """Like :meth:`record`, inside the caller's transaction (a group commit): the
+        caller commits or rolls back. Raises before writing anything when a value is bad."""
+        if not subs:
+            return []
+        now = self._clock.now()
+        self._check(subs, actor, now)
+        return await self._insert(conn, subs, actor, now, key=["unit_id", "note"])
+
+    def _check(self, subs: Sequence[NewSubmission], actor: str, now: datetime) -> None:
         check_row(audit_log, {"actor": actor}, _LABELS)
         rows = [
             {
@@ -107,8 +124,6 @@ class Ledger:
             for sub in subs
         ]
         check_rows(submissions, rows, _LABELS)
-        async with self._engine.begin() as conn:
-            return await self._insert(conn, subs, actor, now)
 
     async def import_rows(
         self,
@@ -249,10 +264,18 @@ class Ledger:
         )
 
     async def _insert(
-        self, conn: AsyncConnection, subs: Sequence[NewSubmission], actor: str, now: datetime
+        self,
+        conn: AsyncConnection,
+        subs: Sequence[NewSubmission],
+        actor: str,
+        now: datetime,
+        key: Sequence[str] | None = None,
     ) -> list[int]:
-        result = await conn.execute(
-            submissions.insert().returning(submissions.c.id, sort_by_parameter_order=True),
+        """``key``: columns that tell the rows apart (see :func:`insert_ids`); without it
+        the ids come back in order from one INSERT per row on SQLite."""
+        ids = await insert_ids(
+            conn,
+            submissions,
             [
                 {
                     "campaign": self._campaign,
@@ -268,8 +291,8 @@ class Ledger:
                 }
                 for sub in subs
             ],
+            key,
         )
-        ids = [int(sid) for sid in result.scalars()]
         await conn.execute(
             audit_log.insert(),
             [

@@ -220,3 +220,43 @@ async def test_watch_wakes_on_new_mail_with_idle(
         stop.set()
         passes = await asyncio.wait_for(task, 10)
     assert passes >= 2
+
+
+async def test_one_failing_mail_in_a_fetched_batch_is_parked_and_the_others_recorded(
+    intake: Intake, deliver: Deliver, mailbox_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One pass, one fetched batch, one group commit: a mail whose form raises while being
+    read gets $IntakeFailed and a review item; the mails around it are recorded and flagged."""
+    deliver(
+        make_mail(
+            "changchun-liaison@example.org",
+            [("周报.xlsx", progress_form("长春市安委会办公室", NUMBERS))],
+            message_id="<w22-changchun@example.org>",
+        )
+    )
+    deliver(
+        make_mail(
+            "baishan-liaison@example.org",
+            [("坏.xlsx", progress_form("白山市安委会办公室", [9, *NUMBERS[1:]]))],
+            message_id="<bad@example.org>",
+        )
+    )
+    deliver(_mail())
+    real = intake.decide
+
+    def fragile(grids: object, item: object, hints: object) -> object:
+        if getattr(item, "filename", "") == "坏.xlsx":
+            raise RuntimeError("boom")
+        return real(grids, item, hints)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(intake, "decide", fragile)
+    result = await poll(intake, MailboxConfig.from_env(mailbox_env))
+    assert (result.fetched, result.failed) == (3, 1)
+    assert [o.status for o in result.outcomes] == ["recorded", "recorded"]
+    flags = _flags(mailbox_env)
+    assert DONE.encode() in flags[0] and DONE.encode() in flags[2]
+    assert b"$IntakeFailed" in flags[1] and DONE.encode() not in flags[1]
+    [item] = await intake.store.reviews()
+    assert "邮件处理失败" in item.reason
+    assert await intake.ledger.count_of("changchun", "weekly-progress", "2023-W22") == 1
+    assert await intake.ledger.count_of("baishan", "weekly-progress", "2023-W22") == 1
