@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -23,6 +24,7 @@ from apscheduler.triggers.date import DateTrigger
 from .app import App
 from .clock import VirtualClock
 from .errors import ConfigError
+from .metrics import DaemonMetrics
 from .statelock import exclusive_state
 
 log = structlog.get_logger("service.daemon")
@@ -44,8 +46,10 @@ class Daemon:
         tick: timedelta = timedelta(minutes=5),
         grace: float = 20.0,
         before_cycle: Callable[[], Awaitable[None]] | None = None,
+        metrics: DaemonMetrics | None = None,
     ) -> None:
         self.app = app
+        self.metrics = metrics
         # Work that feeds the ledger before each cycle plans and sends (e.g. the office
         # mailbox): what it records cancels this very cycle's reminders.
         self.before_cycle = before_cycle
@@ -87,10 +91,20 @@ class Daemon:
         async with self._lock:  # a reload never swaps the configuration mid-cycle
             self.maybe_reload()
             await _before(self.before_cycle)
+            started = time.perf_counter()
             try:
-                await self.app.reconciler.run_cycle(reason)
+                result = await self.app.reconciler.run_cycle(reason)
             except Exception:  # a broken cycle must not kill the alarm clock
                 log.exception("cycle failed; the next tick retries")
+                if self.metrics is not None:
+                    self.metrics.cycle_failed(time.perf_counter() - started)
+            else:
+                if self.metrics is not None:
+                    self.metrics.cycle_ok(
+                        time.perf_counter() - started,
+                        self.app.reconciler.clock.now(),
+                        result.stats,
+                    )
         wake = await self.app.reconciler.next_wake()
         if wake is not None and self._scheduler is not None and not self.stop.is_set():
             self._scheduler.add_job(

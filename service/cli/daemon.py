@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from ..app import App
     from ..clock import Clock
     from ..intake.mailbox import MailboxConfig
+    from ..metrics import DaemonMetrics
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 
@@ -81,6 +82,35 @@ def mailbox_hook(
     return cycle_hook(cfg, make)
 
 
+def hostport(text: str, option: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:9100`` for IPv6), or a located refusal."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        fail(f"{option}: 应为 HOST:PORT，例如 127.0.0.1:9100，而不是 {text!r}")
+    return host.strip("[]"), int(port)
+
+
+@contextmanager
+def daemon_metrics(at: tuple[str, int] | None) -> Iterator[DaemonMetrics | None]:
+    """The daemon's metrics served on ``at`` while inside (nothing when not asked)."""
+    if at is None:
+        yield None
+        return
+    from ..metrics import DaemonMetrics
+
+    gauges = DaemonMetrics()
+    try:
+        served = gauges.served(*at)
+        port = served.__enter__()
+    except OSError as exc:
+        fail(f"--metrics: 无法监听 {at[0]}:{at[1]}：{exc.strerror or exc}")
+    try:
+        logging.getLogger("service.metrics").info("metrics on http://%s:%d/metrics", at[0], port)
+        yield gauges
+    finally:
+        served.__exit__(None, None, None)
+
+
 @app.command(help=help_text("cmd.run"))
 def run(
     ctx: typer.Context,
@@ -91,6 +121,10 @@ def run(
     log_level: Annotated[str, typer.Option(help=" | ".join(LOG_LEVELS))] = "INFO",
     web: Annotated[
         str | None, typer.Option(help="HOST:PORT：在同一进程中同时提供网页控制台。")
+    ] = None,
+    metrics: Annotated[
+        str | None,
+        typer.Option(help="HOST:PORT：在此地址提供守护进程自身的 Prometheus 指标（/metrics）。"),
     ] = None,
 ) -> None:
     from datetime import timedelta
@@ -104,6 +138,9 @@ def run(
         fail(f"--log-level: {log_level!r}: {t('one_of', values=', '.join(LOG_LEVELS))}")
     if until is not None and virtual_from is None:
         fail(t("until_needs_virtual"))
+    if metrics is not None and virtual_from is not None:
+        fail("--metrics: 仅用于实时运行（不能与 --virtual-from 同用）")
+    metrics_at = hostport(metrics, "--metrics") if metrics is not None else None
     configure(log_level.upper())
     # Alembic announces its dialect at INFO on every start: noise for an operator.
     logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLogger().level))
@@ -116,8 +153,14 @@ def run(
             async with open_app(state.settings, state.clock) as application:
                 hook = mailbox_hook(mailbox, application, state.clock)
                 async with console_alongside(application, web):
-                    daemon = Daemon(application, tick=timedelta(seconds=tick), before_cycle=hook)
-                    await daemon.run()
+                    with daemon_metrics(metrics_at) as gauges:
+                        daemon = Daemon(
+                            application,
+                            tick=timedelta(seconds=tick),
+                            before_cycle=hook,
+                            metrics=gauges,
+                        )
+                        await daemon.run()
             return
         model = state.model()
         start = state.at(virtual_from, model, "--virtual-from")
