@@ -122,15 +122,33 @@ class ConsoleQueries:
                 for r in rows
             }
 
-    async def unit_submissions(self, unit: str) -> list[dict[str, Any]]:
+    def _unit_submissions_query(self, unit: str) -> sa.Select[Any]:
         c = submissions.c
+        return (
+            sa.select(submissions)
+            .where(c.campaign == self.campaign, c.unit_id == unit)
+            .order_by(c.submitted_at.desc(), c.id.desc())
+        )
+
+    async def unit_submissions(self, unit: str) -> list[dict[str, Any]]:
         async with self.engine.connect() as conn:
-            rows = await conn.execute(
-                sa.select(submissions)
-                .where(c.campaign == self.campaign, c.unit_id == unit)
-                .order_by(c.submitted_at.desc(), c.id.desc())
-            )
+            rows = await conn.execute(self._unit_submissions_query(unit))
             return [dict(r._mapping) for r in rows]
+
+    async def liaison_view(
+        self, unit: str, person: str, until: datetime, limit: int = 10
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """A liaison's page in one pool checkout: (their unit's submissions newest first,
+        their latest ``limit`` messages planned before ``until``).
+
+        Each checkout costs a pre-ping and a BEGIN/ROLLBACK on top of the statement: with
+        200 liaisons loading at once, two checkouts per page were most of its time.
+        """
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(self._unit_submissions_query(unit))
+            subs = [dict(r._mapping) for r in rows]
+            query = self._messages_query(recipients=[person], until=until, limit=limit)
+            return subs, [dict(r._mapping) for r in await conn.execute(query)]
 
     async def audit_for(self, submission_ids: Sequence[int]) -> list[dict[str, Any]]:
         if not submission_ids:
@@ -156,6 +174,27 @@ class ConsoleQueries:
         limit: int = 200,
     ) -> list[dict[str, Any]]:
         """Newest first by planned moment; ``recipients`` narrows to people (a unit's)."""
+        query = self._messages_query(
+            recipients=recipients,
+            obligation=obligation,
+            status=status,
+            since=since,
+            until=until,
+            limit=limit,
+        )
+        async with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in await conn.execute(query)]
+
+    def _messages_query(
+        self,
+        *,
+        recipients: Sequence[str] | None = None,
+        obligation: str | None = None,
+        status: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 200,
+    ) -> sa.Select[Any]:
         m = messages.c
         query = sa.select(*_MESSAGE_COLS).where(m.campaign == self.campaign)
         if recipients is not None:
@@ -175,9 +214,7 @@ class ConsoleQueries:
             query = query.where(m.due_at >= since)
         if until is not None:
             query = query.where(m.due_at < until)
-        query = query.order_by(m.due_at.desc(), m.id.desc()).limit(limit)
-        async with self.engine.connect() as conn:
-            return [dict(r._mapping) for r in await conn.execute(query)]
+        return query.order_by(m.due_at.desc(), m.id.desc()).limit(limit)
 
     async def message(self, message_id: int) -> dict[str, Any] | None:
         m = messages.c
