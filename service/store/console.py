@@ -68,7 +68,7 @@ class ConsoleQueries:
         c = submissions.c
         # One statement, one branch per occurrence with its due moment and minimum as
         # constants (a CASE over every row cost ~2× more); each branch reads its
-        # occurrence's rows through ix_submissions_occurrence.
+        # occurrence's rows through ix_submissions_tally (index-only, in unit order).
         branches = []
         for obligation, period, due, qmin in occurrences:
             per_unit = (
@@ -150,18 +150,35 @@ class ConsoleQueries:
             query = self._messages_query(recipients=[person], until=until, limit=limit)
             return subs, [dict(r._mapping) for r in await conn.execute(query)]
 
+    def _audit_query(self, submission_ids: Sequence[int]) -> sa.Select[Any]:
+        a = audit_log.c
+        subjects = [f"submission:{sid}" for sid in submission_ids]
+        return (
+            sa.select(a.at, a.actor, a.action, a.subject, a.detail)
+            .where(a.campaign == self.campaign, a.subject.in_(subjects))
+            .order_by(a.id.desc())
+        )
+
     async def audit_for(self, submission_ids: Sequence[int]) -> list[dict[str, Any]]:
         if not submission_ids:
             return []
-        a = audit_log.c
-        subjects = [f"submission:{sid}" for sid in submission_ids]
         async with self.engine.connect() as conn:
-            rows = await conn.execute(
-                sa.select(a.at, a.actor, a.action, a.subject, a.detail)
-                .where(a.campaign == self.campaign, a.subject.in_(subjects))
-                .order_by(a.id.desc())
-            )
-            return [dict(r._mapping) for r in rows]
+            return [dict(r._mapping) for r in await conn.execute(self._audit_query(submission_ids))]
+
+    async def unit_view(
+        self, unit: str, recipients: Sequence[str], limit: int = 100
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+        """A unit's page in one pool checkout: (its submissions newest first, their audit
+        entries, the latest ``limit`` messages to ``recipients``)."""
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(self._unit_submissions_query(unit))
+            subs = [dict(r._mapping) for r in rows]
+            audit = []
+            if subs:
+                query = self._audit_query([s["id"] for s in subs])
+                audit = [dict(r._mapping) for r in await conn.execute(query)]
+            query = self._messages_query(recipients=list(recipients), limit=limit)
+            return subs, audit, [dict(r._mapping) for r in await conn.execute(query)]
 
     async def search_messages(
         self,
