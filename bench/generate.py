@@ -157,6 +157,10 @@ async def load_submissions_pg(conn: Any, model: Any, seed: int = 11) -> int:
     ]
     await conn.execute("DROP INDEX IF EXISTS ix_submissions_occurrence")
     await conn.execute("DROP INDEX IF EXISTS ix_submissions_unit")
+    tally = await conn.fetchval(
+        "SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_submissions_tally'"
+    )  # migration 0008 (absent in schemas migrated to an earlier revision)
+    await conn.execute("DROP INDEX IF EXISTS ix_submissions_tally")
     await conn.copy_records_to_table(
         "submissions", records=records, columns=list(SUBMISSION_COLUMNS)
     )
@@ -165,7 +169,11 @@ async def load_submissions_pg(conn: Any, model: Any, seed: int = 11) -> int:
         " ON submissions (campaign, obligation, period, unit_id)"
     )
     await conn.execute("CREATE INDEX ix_submissions_unit ON submissions (campaign, unit_id)")
-    await conn.execute("ANALYZE submissions")
+    if tally:
+        await conn.execute(tally)
+    # as autovacuum would soon after a bulk insert: statistics and the visibility map
+    # (index-only scans skip the heap only for all-visible pages)
+    await conn.execute("VACUUM ANALYZE submissions")
     return len(records)
 
 

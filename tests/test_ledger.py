@@ -239,7 +239,7 @@ async def test_migrate_is_idempotent(migrated_engine: AsyncEngine, ledger: Ledge
     before = await current_revision(migrated_engine)
     await migrate(migrated_engine)
     await migrate(migrated_engine)
-    assert await current_revision(migrated_engine) == before == "0007"
+    assert await current_revision(migrated_engine) == before == "0008"
     async with migrated_engine.connect() as conn:
         n = (await conn.execute(sa.select(sa.func.count()).select_from(submissions))).scalar_one()
     assert n == 1

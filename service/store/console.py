@@ -68,7 +68,7 @@ class ConsoleQueries:
         c = submissions.c
         # One statement, one branch per occurrence with its due moment and minimum as
         # constants (a CASE over every row cost ~2× more); each branch reads its
-        # occurrence's rows through ix_submissions_occurrence.
+        # occurrence's rows through ix_submissions_tally (index-only, in unit order).
         branches = []
         for obligation, period, due, qmin in occurrences:
             per_unit = (
@@ -122,28 +122,63 @@ class ConsoleQueries:
                 for r in rows
             }
 
-    async def unit_submissions(self, unit: str) -> list[dict[str, Any]]:
+    def _unit_submissions_query(self, unit: str) -> sa.Select[Any]:
         c = submissions.c
+        return (
+            sa.select(submissions)
+            .where(c.campaign == self.campaign, c.unit_id == unit)
+            .order_by(c.submitted_at.desc(), c.id.desc())
+        )
+
+    async def unit_submissions(self, unit: str) -> list[dict[str, Any]]:
         async with self.engine.connect() as conn:
-            rows = await conn.execute(
-                sa.select(submissions)
-                .where(c.campaign == self.campaign, c.unit_id == unit)
-                .order_by(c.submitted_at.desc(), c.id.desc())
-            )
+            rows = await conn.execute(self._unit_submissions_query(unit))
             return [dict(r._mapping) for r in rows]
+
+    async def liaison_view(
+        self, unit: str, person: str, until: datetime, limit: int = 10
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """A liaison's page in one pool checkout: (their unit's submissions newest first,
+        their latest ``limit`` messages planned before ``until``).
+
+        Each checkout costs a pre-ping and a BEGIN/ROLLBACK on top of the statement: with
+        200 liaisons loading at once, two checkouts per page were most of its time.
+        """
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(self._unit_submissions_query(unit))
+            subs = [dict(r._mapping) for r in rows]
+            query = self._messages_query(recipients=[person], until=until, limit=limit)
+            return subs, [dict(r._mapping) for r in await conn.execute(query)]
+
+    def _audit_query(self, submission_ids: Sequence[int]) -> sa.Select[Any]:
+        a = audit_log.c
+        subjects = [f"submission:{sid}" for sid in submission_ids]
+        return (
+            sa.select(a.at, a.actor, a.action, a.subject, a.detail)
+            .where(a.campaign == self.campaign, a.subject.in_(subjects))
+            .order_by(a.id.desc())
+        )
 
     async def audit_for(self, submission_ids: Sequence[int]) -> list[dict[str, Any]]:
         if not submission_ids:
             return []
-        a = audit_log.c
-        subjects = [f"submission:{sid}" for sid in submission_ids]
         async with self.engine.connect() as conn:
-            rows = await conn.execute(
-                sa.select(a.at, a.actor, a.action, a.subject, a.detail)
-                .where(a.campaign == self.campaign, a.subject.in_(subjects))
-                .order_by(a.id.desc())
-            )
-            return [dict(r._mapping) for r in rows]
+            return [dict(r._mapping) for r in await conn.execute(self._audit_query(submission_ids))]
+
+    async def unit_view(
+        self, unit: str, recipients: Sequence[str], limit: int = 100
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+        """A unit's page in one pool checkout: (its submissions newest first, their audit
+        entries, the latest ``limit`` messages to ``recipients``)."""
+        async with self.engine.connect() as conn:
+            rows = await conn.execute(self._unit_submissions_query(unit))
+            subs = [dict(r._mapping) for r in rows]
+            audit = []
+            if subs:
+                query = self._audit_query([s["id"] for s in subs])
+                audit = [dict(r._mapping) for r in await conn.execute(query)]
+            query = self._messages_query(recipients=list(recipients), limit=limit)
+            return subs, audit, [dict(r._mapping) for r in await conn.execute(query)]
 
     async def search_messages(
         self,
@@ -156,6 +191,27 @@ class ConsoleQueries:
         limit: int = 200,
     ) -> list[dict[str, Any]]:
         """Newest first by planned moment; ``recipients`` narrows to people (a unit's)."""
+        query = self._messages_query(
+            recipients=recipients,
+            obligation=obligation,
+            status=status,
+            since=since,
+            until=until,
+            limit=limit,
+        )
+        async with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in await conn.execute(query)]
+
+    def _messages_query(
+        self,
+        *,
+        recipients: Sequence[str] | None = None,
+        obligation: str | None = None,
+        status: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 200,
+    ) -> sa.Select[Any]:
         m = messages.c
         query = sa.select(*_MESSAGE_COLS).where(m.campaign == self.campaign)
         if recipients is not None:
@@ -175,9 +231,7 @@ class ConsoleQueries:
             query = query.where(m.due_at >= since)
         if until is not None:
             query = query.where(m.due_at < until)
-        query = query.order_by(m.due_at.desc(), m.id.desc()).limit(limit)
-        async with self.engine.connect() as conn:
-            return [dict(r._mapping) for r in await conn.execute(query)]
+        return query.order_by(m.due_at.desc(), m.id.desc()).limit(limit)
 
     async def message(self, message_id: int) -> dict[str, Any] | None:
         m = messages.c

@@ -67,6 +67,17 @@ submissions = sa.Table(
     sa.Index(
         "ix_submissions_identity", "campaign", "unit_id", "obligation", "period", "submitted_at"
     ),
+    # The dashboard's per-occurrence tallies read only this index (migration 0008).
+    sa.Index(
+        "ix_submissions_tally",
+        "campaign",
+        "obligation",
+        "period",
+        "unit_id",
+        postgresql_include=["count", "submitted_at"],
+        postgresql_where=sa.text("retracted_at IS NULL"),
+        sqlite_where=sa.text("retracted_at IS NULL"),
+    ),
 )
 
 audit_log = sa.Table(

@@ -50,12 +50,10 @@ async def _unit_page(
     if unit is None:
         raise HTTPException(404, "没有这个单位。")
     now = state.clock.now()
-    subs = await state.queries.unit_submissions(unit_id)
-    rows = await status_rows(state, [unit_id], now, subs)
-    audit = await state.queries.audit_for([s["id"] for s in subs])
     people = state.model.directory.people_by_unit.get(unit_id, [])
+    subs, audit, messages = await state.queries.unit_view(unit_id, [p.id for p in people])
+    rows = await status_rows(state, [unit_id], now, subs)
     visible = visible_units(request, who)
-    messages = await state.queries.search_messages(recipients=[p.id for p in people], limit=100)
     return render(
         request,
         "unit.html",

@@ -141,14 +141,13 @@ async def _liaison_page(
     assert who.scope is not None
     unit = state.model.directory.units[who.scope]
     now = state.clock.now()
-    all_subs = await state.queries.unit_submissions(unit.id)
+    # up to now: a console on a frozen demo clock must not show later reminders
+    all_subs, messages = await state.queries.liaison_view(
+        unit.id, who.name, until=now + timedelta(seconds=1), limit=10
+    )
     rows = await status_rows(state, [unit.id], now, all_subs)
     owed = [(st, key) for st, key in rows if st.state != "done"]
     done = [(st, key) for st, key in rows if st.state == "done"]
-    # up to now: a console on a frozen demo clock must not show later reminders
-    messages = await state.queries.search_messages(
-        recipients=[who.name], until=now + timedelta(seconds=1), limit=10
-    )
     version = int(request.session.get("v", 1))  # checked against the store just now
     feed = feed_url(state.signer.issue(who.name, version, now), base=str(request.base_url)[:-1])
     subs = [s for s in all_subs if s["source"] == "liaison-link" and s["recorded_by"] == who.actor][

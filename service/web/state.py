@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi.templating import Jinja2Templates
 from prometheus_client import CollectorRegistry
@@ -24,6 +25,7 @@ from ..store.ledger import Ledger
 from ..store.outbox import Outbox
 
 HERE = Path(__file__).parent
+T = TypeVar("T")
 SESSION_SECRET_ENV = "SERVICE_WEB_SECRET"
 
 
@@ -75,10 +77,21 @@ class WebState:
     templates: Jinja2Templates
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     gauges: dict[str, Any] = field(default_factory=dict)
+    _derived: dict[str, tuple[CampaignModel, Any]] = field(default_factory=dict, repr=False)
 
     @property
     def model(self) -> CampaignModel:
         return self.runtime.model
+
+    def derived(self, name: str, build: Callable[[CampaignModel], T]) -> T:
+        """``build(model)`` once per loaded campaign model, not once per request (a reload
+        brings a new model object, and with it a fresh value)."""
+        model = self.model
+        hit = self._derived.get(name)
+        if hit is None or hit[0] is not model:
+            hit = self._derived[name] = (model, build(model))
+        value: T = hit[1]
+        return value
 
 
 def state_of(request: Request) -> WebState:
