@@ -133,7 +133,9 @@ _REASONS: list[tuple[re.Pattern[str], str]] = [
         "尝试 {0} 次后放弃；最后错误：{1}",
     ),
     (
-        re.compile(r"^gave up after (\d+) attempts: it stops making sense at (\S+); last error: (.*)$"),
+        re.compile(
+            r"^gave up after (\d+) attempts: it stops making sense at (\S+); last error: (.*)$"
+        ),
         "尝试 {0} 次后放弃：{1} 后已无意义；最后错误：{2}",
     ),
     (
@@ -143,7 +145,10 @@ _REASONS: list[tuple[re.Pattern[str], str]] = [
         ),
         "于 {0} 才计划，已过有效期（{1}）；服务在 {2} 未运行",
     ),
-    (re.compile(r"^planned at (\S+), after the next digest slot$"), "于 {0} 才计划，已到下一期汇总时间"),
+    (
+        re.compile(r"^planned at (\S+), after the next digest slot$"),
+        "于 {0} 才计划，已到下一期汇总时间",
+    ),
     (re.compile(r"^requeued by the operator; before: (.*)$"), "由操作员重新排队；此前：{0}"),
     (re.compile(r"^internal error: (.*)$"), "内部错误：{0}"),
     (re.compile(r"^send failed: (.*)$"), "发送失败：{0}"),

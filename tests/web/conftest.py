@@ -21,6 +21,7 @@ from service.clock import VirtualClock
 from service.config import Settings
 from service.cycle import Reconciler
 from service.dispatcher import Dispatcher, RetryPolicy
+from service.links import PersonLinks
 from service.runtime import Runtime
 from service.store.accounts import Accounts
 from service.store.ledger import Ledger
@@ -234,9 +235,14 @@ async def failed_message(migrated_engine: AsyncEngine) -> tuple[int, str]:
 
 @pytest.fixture
 def reconciler(
-    runtime: Runtime, migrated_engine: AsyncEngine, web_clock: VirtualClock, tmp_path: Path
+    runtime: Runtime,
+    migrated_engine: AsyncEngine,
+    web_clock: VirtualClock,
+    web_state: WebState,
+    tmp_path: Path,
 ) -> Reconciler:
-    """The daemon's cycle on the test database, sending into a file outbox (nobody contacted)."""
+    """The daemon's cycle on the test database, sending into a file outbox (nobody
+    contacted); its e-mails carry personal links signed like the console's."""
     outbox = Outbox(migrated_engine, "jilin-2023")
     ledger = Ledger(migrated_engine, "jilin-2023", web_clock)
     files = FileOutbox(
@@ -246,5 +252,8 @@ def reconciler(
         "email": OutboxChannel(files, "email"),
         "sms": OutboxChannel(files, "sms"),
     }
-    dispatcher = Dispatcher(runtime, outbox, ledger, channels, web_clock, "w1", RetryPolicy())
+    links = PersonLinks(web_state.signer, web_state.accounts)
+    dispatcher = Dispatcher(
+        runtime, outbox, ledger, channels, web_clock, "w1", RetryPolicy(), links=links
+    )
     return Reconciler(runtime, outbox, ledger, dispatcher, web_clock)
