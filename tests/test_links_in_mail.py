@@ -109,3 +109,21 @@ async def test_link_versions_reads_many_people_at_once(w22: World) -> None:
         LIAISON: 1,
         "jilin-city-liaison": 2,
     }
+
+
+async def test_supervisor_digest_carries_the_supervisor_link(world: World) -> None:
+    """A digest e-mail carries its supervisor's link (it opens the live overdue list)."""
+    signer, _ = links_on(world)
+    slot = local("2023-05-23T09:30")
+    await world.at(slot)
+    await world.insert(
+        [
+            m
+            for m in world.runtime.planner.digest_messages(slot, {}, slot)
+            if (m.recipient_id, m.channel) == ("yanbian-supervisor", "email")
+        ]
+    )
+    await world.dispatcher.run()
+    [mail] = world.email.sent
+    assert "查看最新逾期名单（无需密码，45天内有效）：" in mail.text
+    assert signer.verify(token_in(mail.text), slot).person == "yanbian-supervisor"
