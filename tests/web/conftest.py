@@ -7,6 +7,8 @@ import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from email.parser import BytesParser
+from email.policy import default
 from pathlib import Path
 
 import httpx
@@ -33,6 +35,7 @@ from tests.conftest import local
 
 PASSWORD = "correct horse battery"
 _CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+_LINK = re.compile(r"https?://\S+/l/[A-Za-z0-9_.\-]+")
 # A: changchun (region R's root), B: jilin-city; R = changchun's subtree; E = yanbian.
 UNIT_A, UNIT_B, REGION_R, REGION_E = "changchun", "jilin-city", "changchun", "yanbian"
 
@@ -92,6 +95,17 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
         transport=httpx.ASGITransport(app=app), base_url="http://testserver"
     ) as c:
         yield c
+
+
+def links_in_outbox(folder: Path, address: str) -> list[str]:
+    """The personal links in the file outbox's e-mails to ``address``, oldest first."""
+    out = []
+    for path in sorted(folder.glob("*.eml")):  # the names start with the sending time
+        msg = BytesParser(policy=default).parsebytes(path.read_bytes())
+        if address in str(msg["To"]):
+            body = msg.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+            out += [m.group(0) for m in _LINK.finditer(body)]
+    return out
 
 
 def csrf_of(html: str) -> str:

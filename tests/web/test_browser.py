@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import io
 import os
-import re
 import socket
 from collections.abc import AsyncIterator
 from email.parser import BytesParser
@@ -27,7 +26,7 @@ from service.web.server import start_server
 from service.web.state import WebState
 from tests.conftest import local
 
-from .conftest import PASSWORD, Users
+from .conftest import PASSWORD, Users, links_in_outbox
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
@@ -48,20 +47,6 @@ pytestmark = [
     ),
 ]
 async_api = pytest.importorskip("playwright.async_api", reason="pip package playwright missing")
-
-
-def link_in_outbox(folder: Path, address: str) -> str:
-    """The personal link in the plain-text body of the file outbox's e-mail to ``address``."""
-    bodies = [
-        msg.get_body(("plain",)).get_content()
-        for msg in (
-            BytesParser(policy=default).parsebytes(p.read_bytes()) for p in folder.glob("*.eml")
-        )
-        if address in str(msg["To"])
-    ]
-    links = [m.group(0) for body in bodies for m in re.finditer(r"https?://\S+/l/\S+", body)]
-    assert len(links) == 1, bodies
-    return links[0]
 
 
 def free_port() -> int:
@@ -152,7 +137,7 @@ async def test_liaison_link_marks_submitted_and_cycle_cancels_reminder(
     the 08:00 window opening with everything else owed, and the 09:00 one of its own.
     """
     await reconciler.run_cycle("test")  # Monday 06-26 10:00
-    link = link_in_outbox(tmp_path / "outbox" / "email", "changchun-liaison@example.org")
+    [link] = links_in_outbox(tmp_path / "outbox" / "email", "changchun-liaison@example.org")
     web_clock.set(local("2023-06-30T09:00"))
     await reconciler.plan()  # the 08:00 and 09:00 bundles are planned, not yet sent
     m = messages.c
