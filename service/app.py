@@ -14,8 +14,10 @@ from .clock import Clock
 from .config import Settings
 from .cycle import Reconciler
 from .dispatcher import Dispatcher, RetryPolicy
+from .links import person_links_from_env
 from .logs import set_zone as set_log_zone
 from .runtime import Runtime
+from .store.accounts import Accounts
 from .store.db import create_engine, migrate
 from .store.ledger import Ledger
 from .store.limits import fit
@@ -89,7 +91,14 @@ async def open_app(
             concurrency=settings.dispatch_concurrency, unrecorded=settings.dispatch_unrecorded
         )
         dispatcher = Dispatcher(
-            runtime, outbox, ledger, channels, clock, worker or worker_id(), policy
+            runtime,
+            outbox,
+            ledger,
+            channels,
+            clock,
+            worker or worker_id(),
+            policy,
+            links=person_links_from_env(Accounts(engine, clock)),
         )
         reconciler = Reconciler(runtime, outbox, ledger, dispatcher, clock)
         yield App(settings, runtime, ledger, outbox, reconciler, channels)

@@ -13,6 +13,7 @@ from typing import Any
 from .channels.base import Attachment
 from .digests import XLSX_MIME, digest_context, digest_csv, digest_rows, digest_xlsx
 from .directory import Person
+from .forms import blank_file_name, form_of
 from .messages import bundle_context
 from .occurrences import Occurrence
 from .planner import most_urgent
@@ -37,7 +38,29 @@ def compose(
     if not entries:
         return msg.kind, None, (), dropped
     top = most_urgent([k for k, _, _ in entries])
-    return top, bundle_context(model, person, top, entries, counts, now), (), ""
+    forms = blank_forms(rt, entries) if msg.channel == "email" else ()
+    return top, bundle_context(model, person, top, entries, counts, now), forms, ""
+
+
+def blank_forms(rt: Runtime, entries: list[tuple[str, str, Occurrence]]) -> tuple[Attachment, ...]:
+    """The blank forms a bundle's e-mail attaches: for each reminder or overdue item whose
+    form says ``attach_to_reminders``, the form with the unit's name filled in — once per
+    form and unit, however many periods the bundle names."""
+    out: list[Attachment] = []
+    seen: set[tuple[str, str]] = set()
+    units = rt.model.directory.units
+    for kind, unit, occ in entries:
+        if kind not in ("reminder", "overdue") or (occ.obligation, unit) in seen:
+            continue
+        seen.add((occ.obligation, unit))
+        ob = rt.model.schedule.obligation(occ.obligation)
+        form = form_of(ob)
+        if form is None or not form.attach_to_reminders:
+            continue
+        name = units[unit].name
+        data = rt.blank_forms.xlsx(ob, form, name)
+        out.append(Attachment(blank_file_name(ob, form, name), data, XLSX_MIME))
+    return tuple(out)
 
 
 def _digest(

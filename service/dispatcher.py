@@ -32,6 +32,7 @@ from .clock import Clock
 from .compose import compose
 from .directory import Person
 from .errors import ConfigError
+from .links import REDACTED, PersonLinks
 from .runtime import Runtime
 from .status import Counts
 from .steps import window_open
@@ -87,6 +88,8 @@ class Dispatcher:
     policy: RetryPolicy = RetryPolicy()
     rng: random.Random = field(default_factory=random.Random)
     stopping: asyncio.Event = field(default_factory=asyncio.Event)
+    # Personal links in e-mails (None: no SERVICE_LINK_SECRET, the e-mails say to call).
+    links: PersonLinks | None = None
     # channel -> (first failure since its last success, whether the alarm was logged)
     _failing: dict[str, tuple[datetime, bool]] = field(default_factory=dict)
     # Per run: each message's queued transition (task, intended outcome, key).
@@ -94,6 +97,7 @@ class Dispatcher:
     _recorded_ids: set[int] = field(default_factory=set)  # per batch
     _unrecorded: asyncio.Semaphore = field(default_factory=asyncio.Semaphore)
     _broken: list[BaseException] = field(default_factory=list)
+    _link_versions: dict[str, int] = field(default_factory=dict)  # per batch
 
     async def run(self) -> Stats:
         """Claim and process batches until nothing is due (or a stop was requested).
@@ -149,6 +153,10 @@ class Dispatcher:
     async def _process_batch(self, batch: list[Claimed], now: datetime) -> None:
         units = sorted({u for m in batch for u in m.units})
         counts = await self.ledger.counts_for(units, as_of=now)
+        if self.links is not None:  # one query per batch, read fresh: revocations count
+            self._link_versions = await self.links.versions.link_versions(
+                {m.recipient_id for m in batch if m.channel == "email" and m.kind != "notice"}
+            )
         sem = asyncio.Semaphore(self.policy.concurrency)
         broken = self._broken
         pending = list(batch)
@@ -212,6 +220,9 @@ class Dispatcher:
             kind, ctx, attachments, dropped = compose(rt, msg, person, counts, now, previous)
             if ctx is None:
                 return await self._end(msg, now, "cancelled", f"reason disappeared: {dropped}")
+            link = self._link(msg, kind, person, now)
+            if link is not None:
+                ctx["link"] = link
             envelope = self._envelope(msg, kind, person, ctx, attachments)
         except Exception as exc:  # a template or data bug must not leave the message claimed
             log.exception("message preparation failed", key=msg.key)
@@ -219,8 +230,20 @@ class Dispatcher:
                 msg, now, "failed", f"internal error: {type(exc).__name__}: {exc}"
             )
         if msg.channel != "sms":
-            return await self._send(msg, envelope, now)
+            return await self._send(msg, envelope, now, link["url"] if link else "")
         return await self._send_capped(msg, kind, envelope, now)
+
+    def _link(
+        self, msg: Claimed, kind: str, person: Person, now: datetime
+    ) -> dict[str, Any] | None:
+        """The recipient's personal link, signed with their current version and ``now``."""
+        links = self.links
+        if links is None or not links.wanted(kind, msg.channel, person.role):
+            return None
+        version = self._link_versions.get(person.id)
+        if version is None:  # not in the batch's read (cannot happen for e-mails): no link
+            return None
+        return links.context(person.id, version, now)
 
     async def _send_capped(self, msg: Claimed, kind: str, envelope: Envelope, now: datetime) -> str:
         """The daily SMS cap, per phone number, shared by every replica (a reservation row).
@@ -316,7 +339,8 @@ class Dispatcher:
             sms_params=rendered.sms_params or {},
         )
 
-    async def _send(self, msg: Claimed, envelope: Envelope, now: datetime) -> str:
+    async def _send(self, msg: Claimed, envelope: Envelope, now: datetime, secret: str = "") -> str:
+        """Send and record; ``secret`` (a personal link) is kept out of the stored body."""
         channel = self.channels.get(msg.channel)
         if channel is None:
             return await self._end(msg, now, "failed", f"no {msg.channel} channel is configured")
@@ -389,7 +413,7 @@ class Dispatcher:
                 "sent",
                 provider_id=result.provider_id,
                 subject=envelope.subject,
-                body=envelope.text,
+                body=envelope.text.replace(secret, REDACTED) if secret else envelope.text,
                 duration_ms=ms,
             ),
             "sent",

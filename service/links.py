@@ -11,9 +11,10 @@ current one in the store (revoking one person's links: ``Accounts.revoke_links``
 from __future__ import annotations
 
 import os
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Literal
+from typing import Any, Literal, Protocol
 
 from itsdangerous import BadSignature, URLSafeSerializer
 
@@ -21,6 +22,12 @@ LINK_SECRET_ENV = "SERVICE_LINK_SECRET"
 PUBLIC_URL_ENV = "SERVICE_PUBLIC_URL"
 DEFAULT_TTL = timedelta(days=45)  # a campaign phase: links in June mails still work in July
 _SALT = "person-link/v1"
+# E-mails that carry the recipient's link: bundles someone can answer with "已报送" and
+# digests (a supervisor's link opens the scope's live overdue list). Notices have nothing
+# to submit; SMS never carries a link (mainland providers refuse unregistered links).
+LINKED_KINDS = frozenset({"reminder", "overdue", "escalation", "digest"})
+LINKED_ROLES = frozenset({"liaison", "head", "supervisor"})
+REDACTED = "（个人链接，已隐去）"
 
 
 class LinkError(Exception):
@@ -86,3 +93,32 @@ def link_url(token: str, base: str | None = None) -> str:
 
 def feed_url(token: str, base: str | None = None) -> str:
     return f"{base or public_url()}/feeds/unit/{token}.ics"
+
+
+class LinkVersions(Protocol):
+    """Where the current link version of each person is kept (store.accounts.Accounts)."""
+
+    async def link_versions(self, people: Collection[str]) -> dict[str, int]: ...
+
+
+@dataclass(frozen=True)
+class PersonLinks:
+    """Personal links for outgoing e-mails: the signer, the versions, the public address."""
+
+    signer: LinkSigner
+    versions: LinkVersions
+    base: str | None = None
+
+    def wanted(self, kind: str, channel: str, role: str) -> bool:
+        return channel == "email" and kind in LINKED_KINDS and role in LINKED_ROLES
+
+    def context(self, person: str, version: int, now: datetime) -> dict[str, Any]:
+        """The template's ``link``: its URL and for how many days it works."""
+        url = link_url(self.signer.issue(person, version, now), self.base)
+        return {"url": url, "days": self.signer.ttl.days}
+
+
+def person_links_from_env(versions: LinkVersions) -> PersonLinks | None:
+    """Links in e-mails when ``SERVICE_LINK_SECRET`` is set; None (no links) otherwise."""
+    signer = signer_from_env()
+    return None if signer is None else PersonLinks(signer, versions, public_url())

@@ -9,6 +9,7 @@ from typing import Any
 
 from .directory import Person
 from .errors import ConfigError
+from .links import LINKED_KINDS
 from .model import CampaignModel
 from .occurrences import Occurrence
 from .schedule import OfficeContact
@@ -181,7 +182,14 @@ def base_context(model: CampaignModel, person: Person, kind: str, now: datetime)
         "office": _office(camp.contact),
         "recipient": {"id": person.id, "name": person.name, "role": person.role},
         "now": moment_label(now, model),
+        # The recipient's personal link ({"url", "days"}), set by the dispatcher when links
+        # are configured (service/links.py); templates fall back to "contact the office".
+        "link": None,
     }
+
+
+# What template checks and previews show for a personal link (never a working token).
+SAMPLE_LINK = {"url": "https://example.org/l/SAMPLE", "days": 45}
 
 
 def sample_contexts(model: CampaignModel) -> list[tuple[str, dict[str, Any]]]:
@@ -220,4 +228,7 @@ def sample_contexts(model: CampaignModel) -> list[tuple[str, dict[str, Any]]]:
         unit = model.owers[occ.obligation][0]
         entries = [("notice", unit, occ)]
         out.append(("notice", bundle_context(model, person, "notice", entries, {}, occ.due_at)))
+    for kind, ctx in out:
+        if kind in LINKED_KINDS:
+            ctx["link"] = SAMPLE_LINK
     return out

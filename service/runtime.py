@@ -8,6 +8,7 @@ from datetime import datetime
 from pathlib import Path
 
 from .directory import Person
+from .forms import BlankForms
 from .model import CampaignModel, load_model
 from .occurrences import Occurrence
 from .planner import Planner
@@ -26,6 +27,7 @@ class Runtime:
     _people: dict[str, Person] = field(init=False, repr=False)
     unit_index: dict[str, int] = field(init=False, repr=False)
     _gates: dict[str, datetime] = field(init=False, repr=False)
+    blank_forms: BlankForms = field(init=False, repr=False)  # reminder attachments
 
     def __post_init__(self) -> None:
         self.timeline = Timeline(self.model)
@@ -33,6 +35,7 @@ class Runtime:
         self._people = {p.id: p for p in self.model.directory.people}
         self.unit_index = self.model.unit_index()
         self._gates = {}
+        self.blank_forms = BlankForms()
         for gate in self.timeline.gates:
             self._gates[gate.occurrence.key] = min(
                 gate.moment, self._gates.get(gate.occurrence.key, gate.moment)

@@ -14,6 +14,7 @@ from pydantic import (
     ConfigDict,
     Discriminator,
     Field,
+    StrictBool,
     Tag,
     ValidationError,
     ValidationInfo,
@@ -304,6 +305,9 @@ class Form(Strict):
     # A filled copy proposes the unit's liaison (fields liaison_name, mobile, email) to the
     # office, which confirms it in `service review` (附件1).
     proposes_liaison: bool = False
+    # Reminder and overdue e-mails for this obligation attach the blank form, the unit's
+    # name filled in (once per form and unit per e-mail). true or false, nothing else.
+    attach_to_reminders: StrictBool = False
 
     @model_validator(mode="after")
     def _consistent(self) -> Form:

@@ -182,6 +182,8 @@ def check_templates(model: Any, folder: Path, limits: RenderLimits | None = None
                 continue
             try:
                 rendered = templates.render(kind, channel, ctx, deadline)
+                if channel == "email" and ctx.get("link"):  # and without a link
+                    templates.render(kind, channel, ctx | {"link": None}, deadline)
             except Exception as exc:  # sandbox refusals, undefined names, OverflowError…
                 name, line = _template_location(exc, folder)
                 problems.append(Problem(name or where, line, kind, f"{type(exc).__name__}: {exc}"))

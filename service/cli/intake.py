@@ -14,8 +14,8 @@ import typer
 from ..clock import Clock
 from ..config import Settings
 from ..errors import ConfigError, LedgerError
+from ..forms import blank_file_name, blank_form, forms_in
 from ..intake.core import Hints, Intake, Outcome, intake_file
-from ..intake.forms import blank_file_name, blank_form, forms_in
 from ..intake.read import FormError
 from ..model import CampaignModel, load_model
 from ..store.db import create_engine, migrate

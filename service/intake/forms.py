@@ -1,4 +1,5 @@
-"""Forms declared in the schedule: blank workbooks, header fingerprints, typed values."""
+"""Forms declared in the schedule: header fingerprints, typed values (blank workbooks are
+service/forms.py's, re-exported here)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,11 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any
 
-from ..schedule import Form, FormField, Obligation, Schedule
-from ..sheets import Sheet, xlsx_bytes
+from ..forms import blank_file_name as blank_file_name
+from ..forms import blank_form as blank_form
+from ..forms import form_of as form_of
+from ..forms import forms_in as forms_in
+from ..schedule import Form, FormField, Obligation
 from .read import Grid, Value, column_letter
 
 HEADER_SCAN_ROWS = 30  # title rows above a header: a handful in practice
@@ -23,14 +27,6 @@ _TOTALS = {"合计", "总计", "小计", "汇总"}
 _DATE = re.compile(r"^(\d{4})\s*[-/.年]\s*(\d{1,2})\s*[-/.月]\s*(\d{1,2})\s*日?$")
 
 
-def form_of(ob: Obligation) -> Form | None:
-    return ob.form if isinstance(ob.form, Form) else None
-
-
-def forms_in(schedule: Schedule) -> list[tuple[Obligation, Form]]:
-    return [(ob, f) for ob in schedule.obligations if (f := form_of(ob)) is not None]
-
-
 def norm(text: str) -> str:
     """Full-width to ASCII (NFKC), no whitespace: how labels and numbers are compared."""
     return _SPACE.sub("", unicodedata.normalize("NFKC", text))
@@ -39,31 +35,6 @@ def norm(text: str) -> str:
 def label_key(text: str) -> str:
     """A header cell reduced to its label: without "(场)", "*", spaces or full-width forms."""
     return _PAREN.sub("", norm(text)).strip("*＊:：")
-
-
-# -- blank forms -------------------------------------------------------------------------
-
-
-def blank_form(form: Form, unit_name: str = "") -> bytes:
-    """The form as an xlsx people fill in: attachment, title, header, one (prefilled) row."""
-    labels = [f.label + (f"（{f.unit}）" if f.unit else "") for f in form.fields]
-    first = ["" for _ in form.fields]
-    if unit_name and form.unit_field:
-        first[[f.key for f in form.fields].index(form.unit_field)] = unit_name
-    sheet = Sheet(
-        title=form.attachment,
-        header=[form.attachment],
-        rows=[[form.title], [], labels, first],
-        widths=[max(12.0, 2.2 * len(label)) for label in labels],
-    )
-    return xlsx_bytes([sheet])
-
-
-def blank_file_name(ob: Obligation, form: Form, unit_name: str = "") -> str:
-    base = f"{form.attachment}_{ob.key}_{form.title}"
-    if unit_name:
-        base += f"_{unit_name}"
-    return re.sub(r'[\\/:*?"<>|\s]+', "_", base) + ".xlsx"
 
 
 # -- reading a filled form ---------------------------------------------------------------

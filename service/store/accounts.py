@@ -4,6 +4,7 @@ pass hashes in (service/web/security.py, service/links.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -17,6 +18,7 @@ from .tables import api_requests, api_tokens, login_throttle, person_links, user
 
 ROLES = ("office-admin", "office", "supervisor")
 TOKEN_ROLES = ("office", "supervisor")
+_IN_CHUNK = 500  # SQLite's bound-parameter limit is far above; keeps statements small
 
 
 class AccountError(Exception):
@@ -169,6 +171,23 @@ class Accounts:
                 )
             ).scalar_one_or_none()
         return 1 if version is None else int(version)
+
+    async def link_versions(self, people: Collection[str]) -> dict[str, int]:
+        """The current link version of each of ``people`` in one query (a dispatch batch)."""
+        wanted = sorted(set(people))
+        out = dict.fromkeys(wanted, 1)
+        if not wanted:
+            return out
+        p = person_links.c
+        async with self.engine.connect() as conn:
+            for start in range(0, len(wanted), _IN_CHUNK):
+                rows = await conn.execute(
+                    sa.select(p.person_id, p.version).where(
+                        p.person_id.in_(wanted[start : start + _IN_CHUNK])
+                    )
+                )
+                out.update((str(r[0]), int(r[1])) for r in rows)
+        return out
 
     async def revoke_links(self, person: str) -> int:
         """Invalidate every link issued to ``person`` so far; returns the new version."""

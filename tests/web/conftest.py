@@ -7,6 +7,8 @@ import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from email.parser import BytesParser
+from email.policy import default
 from pathlib import Path
 
 import httpx
@@ -21,6 +23,7 @@ from service.clock import VirtualClock
 from service.config import Settings
 from service.cycle import Reconciler
 from service.dispatcher import Dispatcher, RetryPolicy
+from service.links import PersonLinks
 from service.runtime import Runtime
 from service.store.accounts import Accounts
 from service.store.ledger import Ledger
@@ -32,6 +35,7 @@ from tests.conftest import local
 
 PASSWORD = "correct horse battery"
 _CSRF = re.compile(r'name="csrf" value="([^"]+)"')
+_LINK = re.compile(r"https?://\S+/l/[A-Za-z0-9_.\-]+")
 # A: changchun (region R's root), B: jilin-city; R = changchun's subtree; E = yanbian.
 UNIT_A, UNIT_B, REGION_R, REGION_E = "changchun", "jilin-city", "changchun", "yanbian"
 
@@ -91,6 +95,17 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
         transport=httpx.ASGITransport(app=app), base_url="http://testserver"
     ) as c:
         yield c
+
+
+def links_in_outbox(folder: Path, address: str) -> list[str]:
+    """The personal links in the file outbox's e-mails to ``address``, oldest first."""
+    out = []
+    for path in sorted(folder.glob("*.eml")):  # the names start with the sending time
+        msg = BytesParser(policy=default).parsebytes(path.read_bytes())
+        if address in str(msg["To"]):
+            body = msg.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+            out += [m.group(0) for m in _LINK.finditer(body)]
+    return out
 
 
 def csrf_of(html: str) -> str:
@@ -234,9 +249,14 @@ async def failed_message(migrated_engine: AsyncEngine) -> tuple[int, str]:
 
 @pytest.fixture
 def reconciler(
-    runtime: Runtime, migrated_engine: AsyncEngine, web_clock: VirtualClock, tmp_path: Path
+    runtime: Runtime,
+    migrated_engine: AsyncEngine,
+    web_clock: VirtualClock,
+    web_state: WebState,
+    tmp_path: Path,
 ) -> Reconciler:
-    """The daemon's cycle on the test database, sending into a file outbox (nobody contacted)."""
+    """The daemon's cycle on the test database, sending into a file outbox (nobody
+    contacted); its e-mails carry personal links signed like the console's."""
     outbox = Outbox(migrated_engine, "jilin-2023")
     ledger = Ledger(migrated_engine, "jilin-2023", web_clock)
     files = FileOutbox(
@@ -246,5 +266,8 @@ def reconciler(
         "email": OutboxChannel(files, "email"),
         "sms": OutboxChannel(files, "sms"),
     }
-    dispatcher = Dispatcher(runtime, outbox, ledger, channels, web_clock, "w1", RetryPolicy())
+    links = PersonLinks(web_state.signer, web_state.accounts)
+    dispatcher = Dispatcher(
+        runtime, outbox, ledger, channels, web_clock, "w1", RetryPolicy(), links=links
+    )
     return Reconciler(runtime, outbox, ledger, dispatcher, web_clock)

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from email.parser import BytesParser
 from email.policy import default
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import sqlalchemy as sa
@@ -25,7 +26,7 @@ from service.web.server import start_server
 from service.web.state import WebState
 from tests.conftest import local
 
-from .conftest import PASSWORD, Users
+from .conftest import PASSWORD, Users, links_in_outbox
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "artifacts"
@@ -128,12 +129,15 @@ async def test_liaison_link_marks_submitted_and_cycle_cancels_reminder(
     request: pytest.FixtureRequest,
     tmp_path: Path,
 ) -> None:  # type: ignore[no-untyped-def]
-    """A liaison opens their link, presses 已报送; the next cycle cancels the reminder.
+    """A liaison opens the link of an e-mail, presses 已报送; the next cycle cancels the reminder.
 
-    Messages are bundles (one per recipient, channel and moment). W26's reminders to
+    Monday's cycle (06-26) e-mails the liaison what is owed, with their personal link. On
+    Friday messages are bundles (one per recipient, channel and moment). W26's reminders to
     changchun's liaison by e-mail sit in two of them: 06-29's, caught up into the bundle at
     the 08:00 window opening with everything else owed, and the 09:00 one of its own.
     """
+    await reconciler.run_cycle("test")  # Monday 06-26 10:00
+    [link] = links_in_outbox(tmp_path / "outbox" / "email", "changchun-liaison@example.org")
     web_clock.set(local("2023-06-30T09:00"))
     await reconciler.plan()  # the 08:00 and 09:00 bundles are planned, not yet sent
     m = messages.c
@@ -165,10 +169,8 @@ async def test_liaison_link_marks_submitted_and_cycle_cancels_reminder(
     assert before[catch_up].status == before[own].status == "pending"
     assert len(before[catch_up].bundled) > 1 and len(before[own].bundled) == 1
 
-    # the link `service link changchun-liaison` prints (e-mails do not carry it yet)
-    token = web_state.signer.issue("changchun-liaison", 1, web_clock.now())
     page = browser_page
-    await page.goto(f"/l/{token}")
+    await page.goto(urlsplit(link).path)  # the e-mail's host is SERVICE_PUBLIC_URL's
     await page.wait_for_url("**/me")
     await page.screenshot(path=shot("liaison-before", request), full_page=True)
     item = page.locator("section.item", has_text="2023-W26").filter(has_text="进展情况统计表")
@@ -185,7 +187,7 @@ async def test_liaison_link_marks_submitted_and_cycle_cancels_reminder(
         "cancelled",
         "reason disappeared: submitted meanwhile",
     )
-    # the catch-up bundle still has W25 and the rest to say: sent, without W26
+    # the catch-up bundle still has the rest to say (W25 went on Monday): sent, without W26
     assert after[catch_up].status == "sent"
     [sent] = [
         msg
@@ -196,7 +198,7 @@ async def test_liaison_link_marks_submitted_and_cycle_cancels_reminder(
         if msg["X-Campaign-Key"] == catch_up
     ]
     body = sent.get_body(("plain",)).get_content()
-    assert "（第25周）" in body and "（第26周）" not in body
+    assert "活动总结" in body and "（第26周）" not in body
 
 
 async def test_supervisor_exports_overdue_list(
