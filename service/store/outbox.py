@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import sqlalchemy as sa
 import structlog
@@ -120,11 +120,12 @@ _ATTEMPTS_PLUS_ONE = messages.c.attempts + 1
 _ATTEMPTS_SAME = messages.c.attempts
 
 
+_T = TypeVar("_T")
 _RECONNECT_DELAYS = (0.05, 0.2, 0.5, 1.0, 2.0)
 
 
 async def _with_reconnect(
-    apply: Callable[[list[_Transition]], Awaitable[list[bool]]], items: list[_Transition]
+    apply: Callable[[list[_T]], Awaitable[list[bool]]], items: list[_T]
 ) -> list[bool]:
     """Re-run a transition batch after a dropped connection or a busy database.
 
@@ -149,28 +150,36 @@ async def _with_reconnect(
     raise AssertionError("unreachable")
 
 
-class _GroupCommit:
+class _GroupCommit(Generic[_T]):
     """Queue state transitions and write whatever has queued up in one transaction.
 
     A commit waits ``linger`` seconds for more transitions to share it (the dispatcher
     does not wait for its results before sending on, so this delays no send); those
     arriving while it runs share the next one. Each caller still learns whether *its*
-    transition applied.
+    transition applied. ``reconnect=False`` for items that must not run twice (an SMS
+    slot reservation is not conditional on a claim): a failed batch fails its callers.
     """
 
     def __init__(
         self,
-        apply: Callable[[list[_Transition]], Awaitable[list[bool]]],
+        apply: Callable[[list[_T]], Awaitable[list[bool]]],
         linger: float = 0.005,
-        salvage: Callable[[_Transition, BaseException], _Transition] | None = None,
+        salvage: Callable[[_T, BaseException], _T] | None = None,
+        reconnect: bool = True,
     ) -> None:
         self._apply = apply
         self._linger = linger
         self._salvage = salvage
-        self._queue: list[tuple[_Transition, asyncio.Future[bool]]] = []
+        self._reconnect = reconnect
+        self._queue: list[tuple[_T, asyncio.Future[bool]]] = []
         self._task: asyncio.Task[None] | None = None
 
-    async def submit(self, item: _Transition) -> bool:
+    async def _run(self, items: list[_T]) -> list[bool]:
+        if self._reconnect:
+            return await _with_reconnect(self._apply, items)
+        return await self._apply(items)
+
+    async def submit(self, item: _T) -> bool:
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._queue.append((item, future))
         if self._task is None or self._task.done():
@@ -184,7 +193,7 @@ class _GroupCommit:
                 await asyncio.sleep(self._linger)
             batch, self._queue = self._queue[:_CHUNK], self._queue[_CHUNK:]
             try:
-                results = await _with_reconnect(self._apply, [item for item, _ in batch])
+                results = await self._run([item for item, _ in batch])
             except Exception as exc:
                 if is_connection_failure(exc) or self._salvage is None:
                     _fail_all(batch, exc)
@@ -202,7 +211,7 @@ class _GroupCommit:
                 if not future.done():
                     future.set_result(ok)
 
-    async def _one_by_one(self, batch: list[tuple[_Transition, asyncio.Future[bool]]]) -> None:
+    async def _one_by_one(self, batch: list[tuple[_T, asyncio.Future[bool]]]) -> None:
         """After a failed group commit: each transition alone, so one bad row fails alone.
 
         A transition the database still refuses is replaced by ``salvage``'s (a ``failed``
@@ -213,16 +222,17 @@ class _GroupCommit:
         for item, future in batch:
             try:
                 try:
-                    (ok,) = await _with_reconnect(self._apply, [item])
+                    (ok,) = await self._run([item])
                 except Exception as exc:
                     if is_connection_failure(exc):
                         raise
                     log.error(
                         "a delivery result cannot be recorded; the message ends failed",
-                        message_id=item[0],
+                        # only transitions get here (they have a salvage): (id, …)
+                        message_id=item[0] if isinstance(item, tuple) else None,
                         error=mask_text(str(exc))[:300],
                     )
-                    (ok,) = await _with_reconnect(self._apply, [self._salvage(item, exc)])
+                    (ok,) = await self._run([self._salvage(item, exc)])
             except BaseException as exc:
                 if not future.done():
                     future.set_exception(exc)
@@ -234,7 +244,7 @@ class _GroupCommit:
                 future.set_result(ok)
 
 
-def _fail_all(batch: list[tuple[_Transition, asyncio.Future[bool]]], exc: BaseException) -> None:
+def _fail_all(batch: list[tuple[_T, asyncio.Future[bool]]], exc: BaseException) -> None:
     """Hand a failure to every caller of ``batch`` still waiting."""
     for _, future in batch:
         if not future.done():
@@ -257,7 +267,12 @@ class Outbox:
         self.campaign = campaign
         self.lease_clock = lease_clock or RealClock()
         self._pg = engine.dialect.name == "postgresql"
-        self._commits = _GroupCommit(self._apply, salvage=salvage)
+        self._commits: _GroupCommit[_Transition] = _GroupCommit(self._apply, salvage=salvage)
+        # SMS slot reservations of concurrent senders share one transaction (no linger:
+        # the sender waits for its answer); each stays one conditional upsert, in order.
+        self._reservations: _GroupCommit[tuple[str, str, int]] = _GroupCommit(
+            self._reserve_many, linger=0, reconnect=False
+        )
 
     async def insert(self, planned: Sequence[PlannedMessage], now: datetime) -> int:
         """Insert planned messages; existing keys are left alone. Returns how many were new.
@@ -649,23 +664,34 @@ class Outbox:
 
     async def reserve_sms(self, phone: str, day: str, limit: int) -> bool:
         """Take one of the phone number's SMS slots for ``day`` while fewer than ``limit``
-        are used (one conditional upsert: every replica shares the count)."""
+        are used (one conditional upsert: every replica shares the count). Reservations
+        made at the same time share a transaction; each is still its own upsert."""
         if limit <= 0:
             return False
+        return await self._reservations.submit((phone, day, limit))
+
+    async def _reserve_many(self, items: list[tuple[str, str, int]]) -> list[bool]:
         q = sms_quota.c
         insert = pg_insert if self._pg else sqlite_insert
-        stmt = (
-            insert(sms_quota)
-            .values(campaign=self.campaign, phone=phone, day=day, used=1)
-            .on_conflict_do_update(
-                index_elements=[q.campaign, q.phone, q.day],
-                set_={"used": q.used + 1},
-                where=q.used < limit,
-            )
-            .returning(q.used)
-        )
+        out = [False] * len(items)
+        # Rows are locked in one order (day, phone) in every replica: no deadlock between
+        # two replicas' batches; two reservations of one number keep their own order.
+        order = sorted(range(len(items)), key=lambda i: items[i][:2][::-1])
         async with self.engine.begin() as conn:
-            return (await conn.execute(stmt)).first() is not None
+            for i in order:
+                phone, day, limit = items[i]
+                stmt = (
+                    insert(sms_quota)
+                    .values(campaign=self.campaign, phone=phone, day=day, used=1)
+                    .on_conflict_do_update(
+                        index_elements=[q.campaign, q.phone, q.day],
+                        set_={"used": q.used + 1},
+                        where=q.used < limit,
+                    )
+                    .returning(q.used)
+                )
+                out[i] = (await conn.execute(stmt)).first() is not None
+        return out
 
     async def release_sms(self, phone: str, day: str) -> None:
         """Give a slot back: the provider did not accept the message."""
