@@ -185,6 +185,10 @@ class _GroupCommit(Generic[_T]):
         return await self._apply(items)
 
     async def submit(self, item: _T) -> bool:
+        return await self.enqueue(item)
+
+    def enqueue(self, item: _T) -> asyncio.Future[bool]:
+        """Queue ``item``; the future says whether it applied (no task per item)."""
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._queue.append((item, future))
         if self._full is not None and len(self._queue) >= self._enough:
@@ -192,7 +196,7 @@ class _GroupCommit(Generic[_T]):
                 self._full.set_result(None)
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._drain())
-        return await future
+        return future
 
     async def _drain(self) -> None:
         while self._queue:
@@ -294,6 +298,23 @@ class Outbox:
         # the sender waits for its answer); each stays one conditional upsert, in order.
         self._reservations: _GroupCommit[tuple[str, str, int]] = _GroupCommit(
             self._reserve_many, linger=0, reconnect=False
+        )
+        # Built once (bound parameters): building it per SMS cost more than running it.
+        q = sms_quota.c
+        self._reserve_stmt = (
+            (pg_insert if self._pg else sqlite_insert)(sms_quota)
+            .values(
+                campaign=self.campaign,
+                phone=sa.bindparam("r_phone"),
+                day=sa.bindparam("r_day"),
+                used=1,
+            )
+            .on_conflict_do_update(
+                index_elements=[q.campaign, q.phone, q.day],
+                set_={"used": q.used + 1},
+                where=q.used < sa.bindparam("r_limit"),
+            )
+            .returning(q.used)
         )
 
     async def insert(self, planned: Sequence[PlannedMessage], now: datetime) -> int:
@@ -523,7 +544,7 @@ class Outbox:
             rows = (await conn.execute(stmt.returning(*_CLAIM_COLS))).all()
         return sorted((_claimed(r) for r in rows), key=lambda c: c.id)
 
-    async def finish(
+    def finish(
         self,
         msg: Claimed,
         worker: str,
@@ -536,8 +557,11 @@ class Outbox:
         subject: str | None = None,
         body: str | None = None,
         duration_ms: int = 0,
-    ) -> bool:
-        """Record a final state; False if another worker took the message over meanwhile."""
+    ) -> asyncio.Future[bool]:
+        """Record a final state; False if another worker took the message over meanwhile.
+
+        Queued for the group commit at once: the returned future is awaited (or handed
+        on) by the caller, without a task of its own per message."""
         assert status in FINAL
         values: dict[str, Any] = {
             "status": status,
@@ -555,11 +579,9 @@ class Outbox:
                 subject=fit_column(messages, "subject", subject),
                 body=fit_column(messages, "body", body),
             )
-        return await self._transition(
-            msg, worker, now, values, outcome, error, provider_id, duration_ms
-        )
+        return self._transition(msg, worker, now, values, outcome, error, provider_id, duration_ms)
 
-    async def retry_later(
+    def retry_later(
         self,
         msg: Claimed,
         worker: str,
@@ -569,7 +591,7 @@ class Outbox:
         duration_ms: int = 0,
         count_attempt: bool = True,
         outcome: str = "transient",
-    ) -> bool:
+    ) -> asyncio.Future[bool]:
         values: dict[str, Any] = {
             "status": "pending",
             "next_attempt_at": at,
@@ -580,7 +602,7 @@ class Outbox:
         }
         if count_attempt:
             values["attempts"] = _ATTEMPTS_PLUS_ONE
-        return await self._transition(msg, worker, now, values, outcome, error, None, duration_ms)
+        return self._transition(msg, worker, now, values, outcome, error, None, duration_ms)
 
     async def release(self, claimed: Sequence[Claimed], worker: str, now: datetime) -> None:
         """Give back claims that were never started (graceful stop)."""
@@ -596,7 +618,7 @@ class Outbox:
                 .values(status="pending", claimed_by=None, lease_until=None, updated_at=now)
             )
 
-    async def _transition(
+    def _transition(
         self,
         msg: Claimed,
         worker: str,
@@ -606,7 +628,7 @@ class Outbox:
         error: str,
         provider_id: str | None,
         duration_ms: int,
-    ) -> bool:
+    ) -> asyncio.Future[bool]:
         # Recorded text is made storable and masked here, once for every caller: a peer's
         # error may quote an address or a number, or carry characters no column can hold.
         if "reason" in values:
@@ -620,7 +642,7 @@ class Outbox:
             "provider_id": bound_provider_id(provider_id),
             "duration_ms": max(0, min(duration_ms, INT32_MAX)),
         }
-        return await self._commits.submit((msg.id, worker, values, attempt))
+        return self._commits.enqueue((msg.id, worker, values, attempt))
 
     async def _apply(self, items: list[_Transition]) -> list[bool]:
         """Apply queued transitions in one transaction (group commit).
@@ -693,8 +715,7 @@ class Outbox:
         return await self._reservations.submit((phone, day, limit))
 
     async def _reserve_many(self, items: list[tuple[str, str, int]]) -> list[bool]:
-        q = sms_quota.c
-        insert = pg_insert if self._pg else sqlite_insert
+        stmt = self._reserve_stmt
         out = [False] * len(items)
         # Rows are locked in one order (day, phone) in every replica: no deadlock between
         # two replicas' batches; two reservations of one number keep their own order.
@@ -702,17 +723,8 @@ class Outbox:
         async with self.engine.begin() as conn:
             for i in order:
                 phone, day, limit = items[i]
-                stmt = (
-                    insert(sms_quota)
-                    .values(campaign=self.campaign, phone=phone, day=day, used=1)
-                    .on_conflict_do_update(
-                        index_elements=[q.campaign, q.phone, q.day],
-                        set_={"used": q.used + 1},
-                        where=q.used < limit,
-                    )
-                    .returning(q.used)
-                )
-                out[i] = (await conn.execute(stmt)).first() is not None
+                params = {"r_phone": phone, "r_day": day, "r_limit": limit}
+                out[i] = (await conn.execute(stmt, params)).first() is not None
         return out
 
     async def release_sms(self, phone: str, day: str) -> None:
