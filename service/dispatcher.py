@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections import deque
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -150,14 +149,16 @@ class Dispatcher:
     async def _process_batch(self, batch: list[Claimed], now: datetime) -> None:
         units = sorted({u for m in batch for u in m.units})
         counts = await self.ledger.counts_for(units, as_of=now)
+        sem = asyncio.Semaphore(self.policy.concurrency)
         broken = self._broken
-        pending = deque(batch)  # in claim order; what is left never started
+        pending = list(batch)
         self._recorded_ids = set()
 
-        async def worker() -> None:
-            # ``concurrency`` workers take messages in order (not a task per message)
-            while pending and not self.stopping.is_set() and not broken:
-                msg = pending.popleft()
+        async def one(msg: Claimed) -> None:
+            async with sem:
+                if self.stopping.is_set() or broken:
+                    return
+                pending.remove(msg)
                 await self._unrecorded.acquire()
                 try:
                     await self._process(msg, counts, now)
@@ -168,7 +169,7 @@ class Dispatcher:
                 if msg.id not in self._recorded_ids:
                     self._unrecorded.release()
 
-        await asyncio.gather(*(worker() for _ in range(min(self.policy.concurrency, len(batch)))))
+        await asyncio.gather(*(one(m) for m in batch))
         if pending and not broken:  # stop requested: hand back what never started
             await self.outbox.release(pending, self.worker, self.clock.now())
 
