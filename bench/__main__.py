@@ -145,7 +145,8 @@ async def dispatch_figures(args: argparse.Namespace, tmp: Path, report: Report) 
             report.add(
                 Row(
                     "1. email dispatch (plan→claim→render→send→record)",
-                    f"{service.rate:.0f} msg/s ({service.sent} sent in {service.seconds:.1f} s)",
+                    f"{service.rate:.0f} msg/s, {service.item_rate:.0f} items/s "
+                    f"({service.sent} sent, {service.items} items, in {service.seconds:.1f} s)",
                     f"bare aiosmtplib {bare_email:.0f} msg/s "
                     f"({' / '.join(f'{b:.0f}' for b in bare)}, {args.pool} conns)",
                     service.rate / bare_email,
@@ -167,7 +168,8 @@ async def dispatch_figures(args: argparse.Namespace, tmp: Path, report: Report) 
             report.add(
                 Row(
                     "2. SMS dispatch via webhook (plan→…→record)",
-                    f"{service.rate:.0f} msg/s ({service.sent} sent in {service.seconds:.1f} s)",
+                    f"{service.rate:.0f} msg/s, {service.item_rate:.0f} items/s "
+                    f"({service.sent} sent, {service.items} items, in {service.seconds:.1f} s)",
                     f"bare httpx {bare_sms:.0f} req/s "
                     f"({' / '.join(f'{b:.0f}' for b in bare)}, {workers} at a time)",
                     service.rate / bare_sms,

@@ -75,10 +75,29 @@ class ServiceRun:
     sent: int
     other: int  # claimed but not sent (cancelled, failed, deferred, ...)
     seconds: float
+    items: int = 0  # the sent bundles' items (reasons to write): several per message
 
     @property
     def rate(self) -> float:
         return self.sent / self.seconds if self.seconds else 0.0
+
+    @property
+    def item_rate(self) -> float:
+        return self.items / self.seconds if self.seconds else 0.0
+
+
+async def sent_items(database: str) -> int:
+    """Items carried by the sent messages (a bundle counts each of its items)."""
+    conn = await pg_connect(database)
+    try:
+        value = await conn.fetchval(
+            "SELECT coalesce(sum(CASE WHEN jsonb_typeof(items::jsonb) = 'array'"
+            " THEN jsonb_array_length(items::jsonb) ELSE 1 END), 0)"
+            " FROM messages WHERE status = 'sent'"
+        )
+    finally:
+        await conn.close()
+    return int(value)
 
 
 async def service_cycle(settings: Settings, database: str, moment: datetime) -> ServiceRun:
@@ -91,7 +110,8 @@ async def service_cycle(settings: Settings, database: str, moment: datetime) -> 
         with Timer() as t:
             result = await app.reconciler.run_cycle("bench")
     stats = result.stats
-    return ServiceRun(stats.sent, stats.claimed - stats.sent, t.seconds)
+    items = await sent_items(database)
+    return ServiceRun(stats.sent, stats.claimed - stats.sent, t.seconds, items)
 
 
 def sample_envelopes(runtime: Runtime, channel: str, n: int) -> list[Envelope]:

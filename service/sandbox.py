@@ -126,6 +126,8 @@ def _meter(env: BoundedEnvironment) -> _Meter:
 
 
 _CONTAINERS = (list, tuple, dict, set, frozenset)
+# Names ``getattr`` finds on any exact dict (its methods and dunders); nothing else is.
+_DICT_ATTRIBUTES = frozenset(dir(dict))
 
 
 def _size(
@@ -386,6 +388,14 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
         meter = _METER.get()  # the hottest hook: inlined tick
         if meter is not None and time.monotonic() > meter.deadline:
             meter.tick()
+        if type(obj) is dict and attribute not in _DICT_ATTRIBUTES:
+            # What the stock hook ends up doing for a plain dict (message contexts are
+            # dicts), without first raising and catching an AttributeError: a name that
+            # is no attribute of dict is looked up as a key, unchecked, as there.
+            try:
+                return obj[attribute]
+            except KeyError:
+                return self.undefined(obj=obj, name=attribute)
         return super().getattr(obj, attribute)
 
     def getitem(self, obj: Any, argument: Any) -> Any:
