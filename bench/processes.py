@@ -72,6 +72,8 @@ def replay(contacts: Path, submissions_csv: Path, out: Path, units: int) -> Repl
     shutil.rmtree(out, ignore_errors=True)
     argv = [
         SERVICE,
+        "--lang",
+        "en",
         "simulate",
         "--from",
         "2023-05-18T00:00",
@@ -83,7 +85,7 @@ def replay(contacts: Path, submissions_csv: Path, out: Path, units: int) -> Repl
         str(submissions_csv),
     ]
     _, seconds, text = peak_rss_mb(argv, env)
-    found = re.search(r"(\d+) cycles, (\d+) messages sent; states: (\{.*\})", text)
+    found = re.search(r"(\d+) cycles, (\d+) messages sent; states: ([^\n]*)", text)
     if not found:
         raise RuntimeError(f"unexpected simulate output: {text!r}")
     return Replay(
