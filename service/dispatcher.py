@@ -258,7 +258,12 @@ class Dispatcher:
         urgent = kind in ("overdue", "escalation")
         limit = cap if urgent or cap < 2 else cap - 1
         day = now.astimezone(camp.tz).date()
-        if not await self.outbox.reserve_sms(envelope.address, day.isoformat(), limit):
+        # A message whose worker stopped mid-send took its slot then (reserve comes before
+        # send) and may even have been delivered: resending it (same out-id, the accepted
+        # crash window) must not take a second slot, or a delivered SMS could be recorded
+        # as cancelled by the cap.
+        reserved = not msg.in_doubt
+        if reserved and not await self.outbox.reserve_sms(envelope.address, day.isoformat(), limit):
             if urgent:
                 tomorrow = datetime.combine(day + timedelta(days=1), dtime(0), tzinfo=camp.tz)
                 opens = self._open(tomorrow, "sms")
@@ -284,7 +289,7 @@ class Dispatcher:
                 f"daily SMS cap reached ({why}); the email copy carries the message",
             )
         outcome = await self._send(msg, envelope, now)
-        if outcome != "sent":
+        if outcome != "sent" and reserved:
             await self.outbox.release_sms(envelope.address, day.isoformat())
         return outcome
 

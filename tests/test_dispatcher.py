@@ -632,3 +632,18 @@ async def test_a_bundle_whose_items_were_all_submitted_is_cancelled(world: World
         "reason disappeared: submitted meanwhile",
     )
     assert world.sms.calls == []
+
+
+async def test_an_sms_resent_after_its_worker_died_takes_no_second_slot(world: World) -> None:
+    """A reminder SMS whose worker died after taking the day's last reminder slot is sent
+    again on re-claim (the accepted crash window), not cancelled by its own first slot."""
+    await world.insert([moved(sms_bundle(world), "2023-06-29T09:00")])
+    await world.at("2023-06-29T09:00")
+    # the first worker claims it with a lease already dead, takes the slot, then dies
+    [claimed] = await world.outbox.claim("w-dead", world.clock.now(), 10, timedelta(seconds=-1))
+    assert not claimed.in_doubt
+    assert await world.outbox.reserve_sms("+8613800000001", "2023-06-29", 1)
+    await world.dispatcher.run()
+    [row] = (await world.rows()).values()
+    assert row["status"] == "sent", row["reason"]
+    assert len(world.sms.to("+8613800000001")) == 1

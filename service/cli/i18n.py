@@ -150,6 +150,10 @@ _REASONS: list[tuple[re.Pattern[str], str]] = [
         "于 {0} 才计划，已到下一期汇总时间",
     ),
     (re.compile(r"^requeued by the operator; before: (.*)$"), "由操作员重新排队；此前：{0}"),
+    (
+        re.compile(r"^in doubt: the worker sending it stopped; sending again with the same id$"),
+        "结果不明：发送它的进程已停止，正以相同编号重新发送",
+    ),
     (re.compile(r"^internal error: (.*)$"), "内部错误：{0}"),
     (re.compile(r"^send failed: (.*)$"), "发送失败：{0}"),
 ]

@@ -61,6 +61,8 @@ class Claimed:
     # The bundle's items ({obligation, period, unit, step, kind, expires}); empty for
     # messages planned before bundles existed.
     items: tuple[dict[str, Any], ...] = ()
+    # Re-claimed from a worker that stopped mid-send (its lease died): outcome unknown.
+    in_doubt: bool = False
 
 
 _CLAIM_COLS = (
@@ -78,12 +80,19 @@ _CLAIM_COLS = (
     messages.c.expires_at,
     messages.c.attempts,
     messages.c["items"],  # not ``.items``: that is the collection's own method
+    messages.c.reason,
 )
+
+# The reason a message re-claimed from a dead lease carries while it is being sent again:
+# its worker stopped mid-send, so whether it went out is unknown (and any SMS slot it had
+# taken for the day is still taken: see Dispatcher._send_capped).
+IN_DOUBT = "in doubt: the worker sending it stopped; sending again with the same id"
 
 
 def _claimed(row: Sequence[Any]) -> Claimed:
     r = list(row)
     r[5], r[6], r[13] = tuple(r[5]), tuple(r[6]), tuple(r[13] or ())
+    r[14] = r[14] == IN_DOUBT
     return Claimed(*r)
 
 
@@ -519,6 +528,7 @@ class Outbox:
             # A dead lease means a worker died mid-send: that was an attempt whose outcome
             # is unknown. Counting it makes the dispatcher ask providers that can answer.
             "attempts": messages.c.attempts + sa.case((messages.c.status == "sending", 1), else_=0),
+            "reason": sa.case((messages.c.status == "sending", IN_DOUBT), else_=messages.c.reason),
         }
         async with self.engine.begin() as conn:
             if self._pg:
