@@ -262,24 +262,53 @@ class Planner:
         people = self._people
         iso: dict[datetime, str] = {}  # a catch-up has millions of items and a few expiries
         reasons: dict[tuple[datetime, datetime], str] = {}
+        # One item goes to several bundles (liaison and head, e-mail and SMS): its dict and
+        # its occurrence key are built once and shared (nothing mutates them).
+        shared: dict[Item, dict[str, Any]] = {}
+        occ_keys: dict[tuple[str, str], str] = {}
+
+        def as_dict(it: Item) -> dict[str, Any]:
+            d = shared.get(it)
+            if d is None:
+                expires = iso.get(it[5])
+                if expires is None:
+                    expires = iso[it[5]] = it[5].isoformat()
+                d = shared[it] = {
+                    "obligation": it[1],
+                    "period": it[2],
+                    "unit": it[3],
+                    "step": it[4],
+                    "kind": it[0],
+                    "expires": expires,
+                }
+            return d
+
+        def occ_key(obligation: str, period: str) -> str:
+            k = occ_keys.get((obligation, period))
+            if k is None:
+                k = occ_keys[(obligation, period)] = f"{obligation}@{period}"
+            return k
+
         for (channel, at, stale), recipients in groups.items():
-            stamp = at.astimezone(tz).strftime("%Y-%m-%dT%H:%M")
+            prefix = f"{camp}/{at.astimezone(tz).strftime('%Y-%m-%dT%H:%M')}/"
+            suffix = f"/{channel}/stale" if stale else f"/{channel}"
+            status = "stale" if stale else "pending"
             for pid, items in recipients.items():
                 person = people[pid]
-                address = _address(person, channel)
+                address = person.email if channel == "email" else person.mobile
                 if address is None:
                     continue
                 if len(items) == 1:  # most bundles of a national catch-up: no sets, no sort
                     first = items[0]
                     expires, one_obligation = first[5], True
-                    periods: tuple[str, ...] = (f"{first[1]}@{first[2]}",)
+                    periods: tuple[str, ...] = (occ_key(first[1], first[2]),)
                     units: tuple[str, ...] = (first[3],)
                 else:
                     items.sort(key=_urgency_key)
                     first = items[0]
                     expires = max(it[5] for it in items)
                     one_obligation = all(it[1] == first[1] for it in items)
-                    periods = tuple(sorted({f"{it[1]}@{it[2]}" for it in items}))
+                    periods = tuple(sorted({occ_key(it[1], it[2]) for it in items}))
                     units = tuple(sorted({it[3] for it in items}))
                 reason = ""
                 if stale:
@@ -288,7 +317,7 @@ class Planner:
                     )
                 out.append(
                     PlannedMessage(
-                        f"{camp}/{stamp}/{pid}/{channel}" + ("/stale" if stale else ""),
+                        prefix + pid + suffix,
                         first[0],  # type: ignore[arg-type]
                         first[4],
                         first[1] if one_obligation else None,
@@ -300,20 +329,9 @@ class Planner:
                         at,
                         at,
                         expires,
-                        "stale" if stale else "pending",
+                        status,
                         reason,
-                        [
-                            {
-                                "obligation": it[1],
-                                "period": it[2],
-                                "unit": it[3],
-                                "step": it[4],
-                                "kind": it[0],
-                                "expires": iso.get(it[5])
-                                or iso.setdefault(it[5], it[5].isoformat()),
-                            }
-                            for it in items
-                        ],
+                        [as_dict(it) for it in items],
                     )
                 )
         return out
