@@ -11,7 +11,7 @@ import asyncio
 import os
 import stat
 import tempfile
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -87,7 +87,47 @@ async def run_checks(settings: Settings, *, offline: bool, now: datetime) -> lis
     checks += await check_channels(settings, model, offline=offline, now=now)
     checks.append(await _database(settings))
     checks.append(_state_folder(settings.state_dir))
+    checks.append(personal_links(os.environ))
     return checks
+
+
+def _local_only(host: str | None) -> bool:
+    """A host only this machine reaches (loopback, unspecified, localhost)."""
+    import ipaddress
+
+    if host is None or host == "localhost":
+        return True
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return ip.is_loopback or ip.is_unspecified
+
+
+def personal_links(env: Mapping[str, str]) -> Check:
+    """The links e-mails will carry: a usable signing key, and an address recipients reach."""
+    from urllib.parse import urlsplit
+
+    from .links import LINK_SECRET_ENV, PUBLIC_URL_ENV, LinkSigner
+
+    secret = env.get(LINK_SECRET_ENV)
+    if not secret:
+        return Check("links", True, f"未设置 {LINK_SECRET_ENV}：邮件不附个人链接", skipped=True)
+    try:
+        signer = LinkSigner(secret)
+    except ValueError:
+        return Check(
+            "links", False, f"{LINK_SECRET_ENV} 过短：须至少 16 个字符（守护进程会拒绝启动）"
+        )
+    url = env.get(PUBLIC_URL_ENV, "").rstrip("/")
+    if not url:
+        return Check("links", False, f"未设置 {PUBLIC_URL_ENV}：链接会指向本机地址，收件人无法打开")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return Check("links", False, f"{PUBLIC_URL_ENV}={url!r} 不是 http(s) 地址")
+    if _local_only(parts.hostname):
+        return Check("links", False, f"{PUBLIC_URL_ENV}={url} 是本机地址，收件人无法打开")
+    return Check("links", True, f"邮件附个人链接：{url}/l/…，{signer.ttl.days} 天内有效")
 
 
 def _templates(settings: Settings, model: CampaignModel | None) -> Check:

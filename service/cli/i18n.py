@@ -206,6 +206,7 @@ CATALOGUE: dict[str, tuple[str, str]] = {
     "check.database": ("数据库", "database"),
     "check.state": ("状态文件夹", "state folder"),
     "check.mailbox": ("办公邮箱（IMAP）", "office mailbox (IMAP)"),
+    "check.links": ("个人链接", "personal links"),
     "doctor_ok": ("全部检查通过。", "All checks passed."),
     "doctor_failed": ("{n} 项检查未通过。", "{n} check(s) failed."),
     "and_more": ("等 {n} 个", " and {n} more"),

@@ -131,3 +131,34 @@ async def test_offline_skips_the_network(
     settings = smtp_settings(tmp_path, ca, 1, "DOCTOR_SMTP_PASSWORD")
     smtp = by_key(await run_checks(settings, offline=True, now=NOW))["smtp"]
     assert smtp.ok and smtp.skipped
+
+
+@pytest.mark.parametrize(
+    ("env", "ok", "words"),
+    [
+        ({}, True, "不附个人链接"),
+        ({"SERVICE_LINK_SECRET": "short"}, False, "至少 16 个字符"),
+        ({"SERVICE_LINK_SECRET": "s" * 32}, False, "未设置 SERVICE_PUBLIC_URL"),
+        (
+            {"SERVICE_LINK_SECRET": "s" * 32, "SERVICE_PUBLIC_URL": "http://127.0.0.1:8080"},
+            False,
+            "本机地址",
+        ),
+        (
+            {"SERVICE_LINK_SECRET": "s" * 32, "SERVICE_PUBLIC_URL": "ftp://aqsc.example.org"},
+            False,
+            "不是 http(s) 地址",
+        ),
+        (
+            {"SERVICE_LINK_SECRET": "s" * 32, "SERVICE_PUBLIC_URL": "https://aqsc.example.org/"},
+            True,
+            "https://aqsc.example.org/l/…，45 天内有效",
+        ),
+    ],
+)
+def test_personal_links_are_checked(env: dict[str, str], ok: bool, words: str) -> None:
+    """doctor's link check: a usable key and an address recipients can reach."""
+    from service.doctor import personal_links
+
+    check = personal_links(env)
+    assert check.ok is ok and words in check.detail, check
