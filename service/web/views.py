@@ -44,7 +44,20 @@ def render(request: Request, name: str, status_code: int = 200, **context: Any) 
     context.setdefault("who", getattr(request.state, "principal", None))
     context["csrf"] = csrf_token(request)
     context["campaign"] = state.model.schedule.campaign
+    context["channel_label"] = CHANNEL_LABEL
+    context["occ_label"] = lambda key: occurrence_label(state, key)
     return state.templates.TemplateResponse(request, name, context, status_code=status_code)
+
+
+CHANNEL_LABEL = {"email": "邮件", "sms": "短信"}
+
+
+def occurrence_label(state: WebState, key: str) -> str:
+    """``weekly-progress@2023-W25`` as people read it: the obligation's title and period."""
+    obligation, sep, period = key.partition("@")
+    if not sep:
+        return key
+    return f"{title_of(state, obligation)}（{period}）"
 
 
 def local(moment: datetime | None, state: WebState, seconds: bool = False) -> str:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import httpx
 
+from service.cycle import Reconciler
 from service.store.ledger import Ledger
 from service.web.state import WebState
 
@@ -277,3 +280,17 @@ async def test_markup_in_a_note_is_escaped(login: Login) -> None:
     )
     page = await c.get("/units/changchun")
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page.text and "<script" not in page.text
+
+
+async def test_liaison_reminders_name_channels_and_occurrences_in_chinese(
+    link_client: Callable[[str], Awaitable[httpx.AsyncClient]],
+    reconciler: Reconciler,
+) -> None:
+    """The liaison page's recent reminders read 邮件/短信 and the obligation's title, never
+    ``weekly-progress@2023-W25``."""
+    await reconciler.run_cycle("test")  # 06-26 10:00: the overdue bundle goes out
+    client = await link_client("changchun-liaison")
+    page = (await client.get("/me")).text
+    recent = page.split("最近的提醒", 1)[1]
+    assert "邮件" in recent and "短信" in recent and "活动进展情况统计表（2023-W25）" in recent
+    assert "weekly-progress@" not in recent and ">email<" not in recent
