@@ -19,6 +19,7 @@ from typing import Any
 
 from .config import Settings
 from .errors import ConfigError
+from .hosts import is_loopback
 from .model import CampaignModel
 
 MAX_LISTED = 5  # problems shown per check; the count says how many more
@@ -91,17 +92,7 @@ async def run_checks(settings: Settings, *, offline: bool, now: datetime) -> lis
     return checks
 
 
-def _local_only(host: str | None) -> bool:
-    """A host only this machine reaches (loopback, unspecified, localhost)."""
-    import ipaddress
-
-    if host is None or host == "localhost":
-        return True
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return ip.is_loopback or ip.is_unspecified
+ANY_HOST = ("0.0.0.0", "::")  # a listening address, not one a recipient can open
 
 
 def personal_links(env: Mapping[str, str]) -> Check:
@@ -125,7 +116,7 @@ def personal_links(env: Mapping[str, str]) -> Check:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
         return Check("links", False, f"{PUBLIC_URL_ENV}={url!r} 不是 http(s) 地址")
-    if _local_only(parts.hostname):
+    if parts.hostname is None or is_loopback(parts.hostname) or parts.hostname in ANY_HOST:
         return Check("links", False, f"{PUBLIC_URL_ENV}={url} 是本机地址，收件人无法打开")
     return Check("links", True, f"邮件附个人链接：{url}/l/…，{signer.ttl.days} 天内有效")
 

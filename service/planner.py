@@ -244,7 +244,7 @@ class Planner:
                 if person.role != notify:
                     continue
                 for channel, bundles in targets:
-                    address = person.email if channel == "email" else person.mobile
+                    address = _address(person, channel)
                     if address is None:
                         continue
                     got = bundles.get(person.id)
@@ -295,7 +295,7 @@ class Planner:
             status = "stale" if stale else "pending"
             for pid, items in recipients.items():
                 person = people[pid]
-                address = person.email if channel == "email" else person.mobile
+                address = _address(person, channel)
                 if address is None:
                     continue
                 if len(items) == 1:  # most bundles of a national catch-up: no sets, no sort

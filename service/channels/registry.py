@@ -5,7 +5,6 @@ Secrets are never in this file: it names the environment variables that hold the
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Callable
 from datetime import UTC, datetime, tzinfo
 from pathlib import Path
@@ -15,22 +14,13 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..errors import ConfigError
+from ..hosts import is_loopback
 from ..sources import load_yaml, problems_from_validation, to_plain
 from .base import Channel
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def _is_loopback(host: str) -> bool:
-    host = host.strip("[]").lower()
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _plaintext_allowed(what: str, host: str, allow_plaintext: bool) -> None:
@@ -45,7 +35,7 @@ def _plaintext_allowed(what: str, host: str, allow_plaintext: bool) -> None:
             "仅当对方是本机回环地址（127.0.0.1、::1、localhost）上的测试服务器时，"
             "可设置 allow_plaintext: true"
         )
-    if not _is_loopback(host):
+    if not is_loopback(host):
         raise ValueError(
             f"allow_plaintext: true 只允许用于本机回环地址的测试服务器，{host!r} 不是回环地址；"
             f"{what}必须加密"

@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -99,16 +99,13 @@ def daemon_metrics(at: tuple[str, int] | None) -> Iterator[DaemonMetrics | None]
     from ..metrics import DaemonMetrics
 
     gauges = DaemonMetrics()
-    try:
-        served = gauges.served(*at)
-        port = served.__enter__()
-    except OSError as exc:
-        fail(f"--metrics: 无法监听 {at[0]}:{at[1]}：{exc.strerror or exc}")
-    try:
+    with ExitStack() as stack:
+        try:
+            port = stack.enter_context(gauges.served(*at))
+        except OSError as exc:
+            fail(f"--metrics: 无法监听 {at[0]}:{at[1]}：{exc.strerror or exc}")
         logging.getLogger("service.metrics").info("metrics on http://%s:%d/metrics", at[0], port)
         yield gauges
-    finally:
-        served.__exit__(None, None, None)
 
 
 @app.command(help=help_text("cmd.run"))

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import imaplib
-import ipaddress
 import os
 import re
 import select
@@ -29,6 +28,7 @@ import structlog
 
 from ..clock import Clock
 from ..errors import ConfigError, Problem
+from ..hosts import is_loopback
 from ..logs import mask_text
 from .core import Intake, Outcome
 
@@ -92,18 +92,6 @@ class MailboxConfig:
             folder=env.get("SERVICE_IMAP_FOLDER") or "INBOX",
             move_to=env.get("SERVICE_IMAP_MOVE_TO") or None,
         )
-
-
-def is_loopback(host: str) -> bool:
-    """127.0.0.0/8, ::1, localhost: the only hosts a plaintext IMAP login may go to (the
-    same rule as ``allow_plaintext`` for SMTP and SMS in service/channels/registry.py)."""
-    host = host.strip("[]").lower()
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclass
