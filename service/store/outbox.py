@@ -26,6 +26,7 @@ from ..clock import Clock, RealClock
 from ..logs import mask_text
 from ..planner import PlannedMessage
 from .limits import check_row, fit_column
+from .pg_fast import apply_transitions, reserve_slots
 from .recording import (
     INT32_MAX,
     WORKER_CHARS,
@@ -666,6 +667,10 @@ class Outbox:
         """
         m = messages.c
         async with self.engine.begin() as conn:
+            if self._pg:
+                fast = await apply_transitions(conn, items, _ATTEMPTS_PLUS_ONE, _ATTEMPTS_SAME)
+                if fast is not None:
+                    return fast
             rows = await conn.execute(
                 sa.select(m.id, m.claimed_by)
                 .where(m.id.in_(sorted({item[0] for item in items})), m.status == "sending")
@@ -731,6 +736,8 @@ class Outbox:
         # two replicas' batches; two reservations of one number keep their own order.
         order = sorted(range(len(items)), key=lambda i: items[i][:2][::-1])
         async with self.engine.begin() as conn:
+            if self._pg:
+                return await reserve_slots(conn, self.campaign, items)
             for i in order:
                 phone, day, limit = items[i]
                 params = {"r_phone": phone, "r_day": day, "r_limit": limit}

@@ -1,0 +1,84 @@
+"""Batched writes of the outbox: SMS slot reservations and transitions that share one
+transaction (on PostgreSQL one statement) decide exactly as one at a time would."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from service.clock import VirtualClock
+from service.runtime import Runtime
+from service.store.outbox import Outbox
+from service.store.tables import delivery_attempts
+from tests.conftest import local
+
+CAMPAIGN = "jilin-2023"
+DAY = "2023-06-29"
+PHONE = "+8613800000001"
+
+
+async def test_reservations_made_at_once_grant_a_number_exactly_its_limit(
+    migrated_engine: AsyncEngine,
+) -> None:
+    """Five senders reserving one number at the same instant get two slots (limit 2), in order."""
+    outbox = Outbox(migrated_engine, CAMPAIGN)
+    others = [f"+86138000000{10 + i}" for i in range(3)]
+    got = await asyncio.gather(
+        *(outbox.reserve_sms(PHONE, DAY, 2) for _ in range(5)),
+        *(outbox.reserve_sms(p, DAY, 2) for p in others),
+    )
+    assert got == [True, True, False, False, False, True, True, True]
+
+
+async def test_a_reminder_and_an_urgent_sms_at_once_keep_their_own_limits(
+    migrated_engine: AsyncEngine,
+) -> None:
+    """One slot used: a reminder (limit 1) is refused while an urgent SMS (limit 2) gets one."""
+    outbox = Outbox(migrated_engine, CAMPAIGN)
+    assert await outbox.reserve_sms(PHONE, DAY, 2)
+    reminder, urgent = await asyncio.gather(
+        outbox.reserve_sms(PHONE, DAY, 1), outbox.reserve_sms(PHONE, DAY, 2)
+    )
+    assert (reminder, urgent) == (False, True)
+    assert not await outbox.reserve_sms(PHONE, DAY, 2)
+
+
+async def test_a_second_transition_of_one_claim_in_the_same_commit_does_not_apply(
+    migrated_engine: AsyncEngine, runtime: Runtime, clock: VirtualClock
+) -> None:
+    """Two results queued together for one claimed message: the first is recorded, once."""
+    outbox = Outbox(migrated_engine, CAMPAIGN, lease_clock=clock)
+    moment = local("2023-06-01T09:00")
+    planned = runtime.planner.plan({}, moment - timedelta(minutes=1), moment).messages[:1]
+    await outbox.insert(planned, moment)
+    clock.set(moment)
+    [msg] = await outbox.claim("w1", moment, 10, timedelta(minutes=5))
+    first = outbox.finish(msg, "w1", moment, "sent", "", "sent", subject="s", body="b")
+    second = outbox.retry_later(msg, "w1", moment, moment + timedelta(hours=1), "later")
+    assert await asyncio.gather(first, second) == [True, False]
+    [row] = await outbox.rows()
+    assert (row["status"], row["attempts"], row["body"]) == ("sent", 1, "b")
+    async with migrated_engine.connect() as conn:
+        outcomes = (await conn.execute(sa.select(delivery_attempts.c.outcome))).scalars().all()
+    assert outcomes == ["sent"]
+
+
+async def test_a_transition_of_a_claim_another_worker_took_does_not_apply(
+    migrated_engine: AsyncEngine, runtime: Runtime, clock: VirtualClock
+) -> None:
+    """A result from a worker whose lease was taken over is refused; the new holder's applies."""
+    outbox = Outbox(migrated_engine, CAMPAIGN, lease_clock=clock)
+    moment = local("2023-06-01T09:00")
+    planned = runtime.planner.plan({}, moment - timedelta(minutes=1), moment).messages[:1]
+    await outbox.insert(planned, moment)
+    clock.set(moment)
+    [old] = await outbox.claim("w-old", moment, 10, timedelta(seconds=-1))
+    [new] = await outbox.claim("w-new", moment, 10, timedelta(minutes=5))
+    stale = outbox.finish(old, "w-old", moment, "sent", "", "sent", subject="s", body="old")
+    fresh = outbox.retry_later(new, "w-new", moment, moment + timedelta(hours=1), "busy")
+    assert await asyncio.gather(stale, fresh) == [False, True]
+    [row] = await outbox.rows()
+    assert (row["status"], row["claimed_by"], row["reason"]) == ("pending", None, "busy")
