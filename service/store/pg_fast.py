@@ -193,4 +193,3 @@ async def reserve_slots(
         for i in members:
             out[i] = (items[i][0], items[i][1]) in taken
     return out
-
