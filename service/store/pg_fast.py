@@ -156,7 +156,8 @@ async def apply_transitions(
     if not arrays:
         return []
     result = await conn.exec_driver_sql(_TRANSITIONS, arrays)
-    applied = {(row[0], row[1]) for row in result.all()}
+    rows_back: list[Any] = list(result.all())
+    applied = {(row[0], row[1]) for row in rows_back}
     return [
         (mid, worker) in applied and first[(mid, worker)] == index
         for index, (mid, worker, _, _) in enumerate(items)
@@ -189,7 +190,8 @@ async def reserve_slots(
         days = [items[i][1] for i in members]
         limits = [items[i][2] for i in members]
         result = await conn.exec_driver_sql(_RESERVE, (campaign, phones, days, limits))
-        taken = {(row[0], row[1]) for row in result.all()}
+        back: list[Any] = list(result.all())
+        taken = {(row[0], row[1]) for row in back}
         for i in members:
             out[i] = (items[i][0], items[i][1]) in taken
     return out
