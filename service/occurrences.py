@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import calendar as _calendar
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
@@ -25,8 +26,9 @@ class Occurrence:
     quota_min: int
     quota_goal: int
 
-    @property
+    @functools.cached_property
     def key(self) -> str:
+        # cached: a national digest pass asks every gate's key once per owing unit
         return f"{self.obligation}@{self.period}"
 
     @property

@@ -111,6 +111,17 @@ class Planner:
                 chain.append(cur)
                 cur = units[cur].parent or ""
             self._ancestors[uid] = chain
+        self._role_cache: dict[str, dict[str, list[Person]]] = {}
+
+    def _by_role(self, role: str) -> dict[str, list[Person]]:
+        """Unit -> its people in ``role`` (a step notifies one role), built once per role."""
+        got = self._role_cache.get(role)
+        if got is None:
+            got = self._role_cache[role] = {
+                unit: [p for p in people if p.role == role]
+                for unit, people in self.model.directory.people_by_unit.items()
+            }
+        return got
 
     def plan(self, counts: Counts, since: datetime | None, now: datetime) -> Plan:
         plan = Plan()
@@ -209,13 +220,13 @@ class Planner:
         # A national catch-up makes millions of these: everything that depends on the step
         # alone is looked up once here, not once per unit or message.
         get = counts.get
-        by_unit = self.model.directory.people_by_unit
         kind, name, obligation, notify = step.kind, step.name, step.obligation, step.notify
         expires = step.expires_at
         targets = [
-            (ch, acc.setdefault((ch, at, status == "stale"), {}))
+            (ch == "email", acc.setdefault((ch, at, status == "stale"), {}))
             for ch, (at, status, _) in timing.items()
         ]
+        notified = self._by_role(notify)
         occurrences = [(o.obligation, o.period, o.quota_min) for o in step.occurrences]
         single = occurrences[0] if len(occurrences) == 1 else None
         # A CountTable hands out the occurrence's row once: an index per unit, no tuple.
@@ -240,12 +251,9 @@ class Planner:
                 if not owed:
                     continue
             items = [(kind, ob, per, unit, name, expires) for ob, per, _ in owed]
-            for person in by_unit.get(unit, ()):
-                if person.role != notify:
-                    continue
-                for channel, bundles in targets:
-                    address = _address(person, channel)
-                    if address is None:
+            for person in notified.get(unit, ()):
+                for email, bundles in targets:
+                    if (person.email if email else person.mobile) is None:
                         continue
                     got = bundles.get(person.id)
                     if got is None:
@@ -289,13 +297,15 @@ class Planner:
                 k = occ_keys[(obligation, period)] = f"{obligation}@{period}"
             return k
 
+        get_dict = shared.get
         for (channel, at, stale), recipients in groups.items():
             prefix = f"{camp}/{at.astimezone(tz).strftime('%Y-%m-%dT%H:%M')}/"
             suffix = f"/{channel}/stale" if stale else f"/{channel}"
             status = "stale" if stale else "pending"
+            email = channel == "email"
             for pid, items in recipients.items():
                 person = people[pid]
-                address = _address(person, channel)
+                address = person.email if email else person.mobile
                 if address is None:
                     continue
                 if len(items) == 1:  # most bundles of a national catch-up: no sets, no sort
@@ -303,6 +313,7 @@ class Planner:
                     expires, one_obligation = first[5], True
                     periods: tuple[str, ...] = (occ_key(first[1], first[2]),)
                     units: tuple[str, ...] = (first[3],)
+                    dicts = [get_dict(first) or as_dict(first)]
                 else:
                     items.sort(key=_urgency_key)
                     first = items[0]
@@ -310,6 +321,7 @@ class Planner:
                     one_obligation = all(it[1] == first[1] for it in items)
                     periods = tuple(sorted({occ_key(it[1], it[2]) for it in items}))
                     units = tuple(sorted({it[3] for it in items}))
+                    dicts = [get_dict(it) or as_dict(it) for it in items]
                 reason = ""
                 if stale:
                     reason = reasons.get((expires, at)) or reasons.setdefault(
@@ -331,7 +343,7 @@ class Planner:
                         expires,
                         status,
                         reason,
-                        [as_dict(it) for it in items],
+                        dicts,
                     )
                 )
         return out
