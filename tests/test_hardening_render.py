@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SCHEDULE = ROOT / "schedules" / "jilin-2023.yaml"
 CONTACTS = ROOT / "contacts"
 TEMPLATES = ROOT / "templates"
-QUICK = 5.0  # seconds: a hostile template is refused well within this (limit: 1 s per render)
+QUICK = 5.0  # CPU seconds: a hostile template is refused well within this (limit: 1 s per render)
 
 # Each one is fine for the stock Jinja2 sandbox and hangs it or exhausts memory.
 HOSTILE = {
@@ -88,10 +88,10 @@ def validate(templates: Path, *extra: str) -> Result:
 def test_hostile_template_is_stopped_by_the_render_limits(source: str) -> None:
     """Each CPU/memory attack ends in TemplateRenderLimit (or an error) within the limit."""
     env = bounded(seconds=0.5)
-    started = time.monotonic()
+    started = time.process_time()  # the limits are on CPU time: a loaded machine may not fail this
     with pytest.raises(Exception) as caught:
         env.render_bounded(env.from_string(source), {})
-    assert time.monotonic() - started < 2.0
+    assert time.process_time() - started < 2.0
     assert isinstance(caught.value, TemplateRenderLimit | OverflowError) or (
         "lipsum" in str(caught.value)
     ), repr(caught.value)
@@ -107,9 +107,9 @@ def test_validate_refuses_a_hostile_template_quickly_with_its_file_and_line(
     target = templates / "email" / "reminder.txt"
     lines = target.read_text(encoding="utf-8").count("\n")
     target.write_text(target.read_text(encoding="utf-8") + HOSTILE[name] + "\n", "utf-8")
-    started = time.monotonic()
+    started = time.process_time()  # the limits are on CPU time: a loaded machine may not fail this
     result = validate(templates)
-    assert time.monotonic() - started < QUICK
+    assert time.process_time() - started < QUICK
     assert result.exit_code == 1, result.output
     assert f"{target}:{lines + 1}: reminder: TemplateRenderLimit" in result.output
 
@@ -142,10 +142,10 @@ def test_render_at_send_time_is_bounded_for_data_dependent_loops(tmp_path: Path)
     model = load_model(SCHEDULE, CONTACTS)
     ctx = dict(sample_contexts(model))["reminder"]
     loaded = Templates(templates, RenderLimits(seconds=0.3))
-    started = time.monotonic()
+    started = time.process_time()  # the limits are on CPU time: a loaded machine may not fail this
     with pytest.raises(TemplateRenderLimit):
         loaded.render("reminder", "email", ctx)
-    assert time.monotonic() - started < 2.0
+    assert time.process_time() - started < 2.0
 
 
 def test_render_time_is_cpu_time_not_waiting_time() -> None:

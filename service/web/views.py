@@ -46,6 +46,7 @@ def render(request: Request, name: str, status_code: int = 200, **context: Any) 
     context["campaign"] = state.model.schedule.campaign
     context["channel_label"] = CHANNEL_LABEL
     context["occ_label"] = lambda key: occurrence_label(state, key)
+    context["ob_title"] = lambda key: title_of(state, key) if key else ""
     return state.templates.TemplateResponse(request, name, context, status_code=status_code)
 
 

@@ -76,6 +76,15 @@ async def test_messages_search_and_body(login: Login, failed_message: tuple[int,
     assert "请于 6 月 21 日 17:00 前报送" in r.text
 
 
+async def test_messages_list_names_the_obligation_by_its_title(
+    login: Login, failed_message: tuple[int, str]
+) -> None:
+    """The messages list reads the obligation's title, not its schedule key."""
+    c = await login("operator")
+    row = (await c.get("/messages?unit=changchun&status=failed")).text.split("<tbody>", 1)[1]
+    assert "活动进展情况统计表" in row and ">weekly-progress<" not in row
+
+
 async def test_messages_search_bad_state_names_the_field(login: Login) -> None:
     """An unknown state is refused with a field message."""
     c = await login("operator")
