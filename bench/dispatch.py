@@ -26,6 +26,7 @@ from service.channels.email import message_bytes
 from service.clock import RealClock, VirtualClock
 from service.config import Settings
 from service.messages import sample_contexts
+from service.planner import PlannedMessage
 from service.runtime import Runtime
 
 from .common import Timer, local, percentile, pg_connect, wait_until
@@ -107,6 +108,50 @@ async def service_cycle(settings: Settings, database: str, moment: datetime) -> 
     async with open_app(settings, clock, worker="bench") as app:
         await app.outbox.set_planned_through(clock.now(), clock.now())
         clock.set(moment)
+        with Timer() as t:
+            result = await app.reconciler.run_cycle("bench")
+    stats = result.stats
+    items = await sent_items(database)
+    return ServiceRun(stats.sent, stats.claimed - stats.sent, t.seconds, items)
+
+
+# Three weekly reminders (2023-W22 … W24, plus W24's consultation-day notice) that a
+# recipient would get on three Thursdays, bundled as one e-mail due at BUSY_MOMENT: the
+# per-item cost of a bundle (re-check, render, record) at the same message count.
+BUNDLED_MOMENTS = tuple(BUSY_MOMENT + timedelta(days=7 * w) for w in range(3))
+
+
+def merged_bundles(runtime: Runtime, channel: str) -> list[PlannedMessage]:
+    """One bundle per recipient carrying the items of every BUNDLED_MOMENTS message."""
+    by_person: dict[str, list[PlannedMessage]] = {}
+    for moment in BUNDLED_MOMENTS:
+        for m in runtime.planner.plan({}, moment - timedelta(minutes=1), moment).messages:
+            if m.channel == channel:
+                by_person.setdefault(m.recipient_id, []).append(m)
+    out = []
+    for group in by_person.values():
+        first = group[0]
+        obligations = {m.obligation for m in group}
+        out.append(
+            dataclasses.replace(
+                first,
+                obligation=first.obligation if len(obligations) == 1 else None,
+                periods=tuple(sorted({p for m in group for p in m.periods})),
+                expires_at=max(m.expires_at for m in group),
+                items=[it for m in group for it in m.items],
+            )
+        )
+    return out
+
+
+async def bundle_cycle(settings: Settings, database: str) -> ServiceRun:
+    """One daemon cycle at BUSY_MOMENT dispatching the merged e-mail bundles."""
+    await reset_outbox(database)
+    clock = VirtualClock(BUSY_MOMENT)
+    async with open_app(settings, clock, worker="bench") as app:
+        bundles = merged_bundles(app.runtime, "email")
+        await app.outbox.insert(bundles, clock.now())
+        await app.outbox.set_planned_through(clock.now(), clock.now())  # nothing else
         with Timer() as t:
             result = await app.reconciler.run_cycle("bench")
     stats = result.stats
