@@ -1,0 +1,288 @@
+"""The parts of an xlsx package a filled form needs, parsed with the standard library.
+
+openpyxl's read-only mode builds a workbook object model per file (styles, theme, named
+styles, properties) to hand over a few dozen values: ~4 ms of the ~5 ms a mailbox pass
+spent per mail. This reads only the content types, the workbook and its relationships,
+the shared strings, the number formats of the cell styles and the worksheets, and gives
+every cell the value openpyxl (``read_only=True, data_only=True``) gave, by the same rules
+(its ``WorkSheetParser`` and ``ReadOnlyWorksheet``) and with its own helpers for number
+formats and serial dates. tests/intake/test_xlsx_parity.py holds both readers side by side.
+
+Refusals and bounds stay in read.py, which checks the container before this module reads
+a byte of it. XML: ElementTree never fetches external entities and expat (>= 2.4) stops
+entity amplification; a DOCTYPE, which no spreadsheet part carries, is refused outright.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import zipfile
+from collections.abc import Collection, Iterator
+from datetime import date, time
+from typing import Any, cast
+from xml.etree.ElementTree import Element, XMLPullParser, fromstring
+
+from openpyxl.styles.numbers import BUILTIN_FORMATS, is_date_format, is_timedelta_format
+from openpyxl.utils.cell import coordinate_to_tuple
+from openpyxl.utils.datetime import CALENDAR_MAC_1904, WINDOWS_EPOCH, from_excel, from_ISO8601
+
+_MAIN = "{http://schemas.openxmlformats.org/spreadsheetml/2006/main}"
+_REL_ID = "{http://schemas.openxmlformats.org/officeDocument/2006/relationships}id"
+_ROW, _V, _F, _IS, _SI = (_MAIN + tag for tag in ("row", "v", "f", "is", "si"))
+_WORKBOOK_TYPES = [  # openpyxl's order of preference
+    "application/vnd.ms-excel.template.macroEnabled.main+xml",
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.template.main+xml",
+    "application/vnd.ms-excel.sheet.macroEnabled.main+xml",
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet.main+xml",
+]
+_SHARED_STRINGS = "application/vnd.openxmlformats-officedocument.spreadsheetml.sharedStrings+xml"
+_DTD = tuple("<!DOCTYPE".encode(enc) for enc in ("utf-8", "utf-16-le", "utf-16-be"))
+_CHUNK = 64 * 1024
+
+# (1-based row number, cell values from column A, 0-based columns holding a formula)
+SheetRow = tuple[int, list[Any], list[int]]
+
+
+class DoctypeError(ValueError):
+    """A part declares a DTD: never in a real spreadsheet, the door to entity tricks."""
+
+
+class Book:
+    """An opened package: worksheets in workbook order, shared strings, date styles."""
+
+    def __init__(self, archive: zipfile.ZipFile) -> None:
+        self.archive = archive
+        names = set(archive.namelist())
+        overrides: dict[str, str] = {}
+        defaults: set[str] = set()
+        for node in self._xml("[Content_Types].xml"):
+            kind = _local(node.tag)
+            if kind == "Override":
+                overrides.setdefault(node.get("ContentType", ""), node.get("PartName", "")[1:])
+            elif kind == "Default":
+                defaults.add(node.get("ContentType", ""))
+        part = next((overrides[t] for t in _WORKBOOK_TYPES if t in overrides), None)
+        if part is None:
+            if not defaults.intersection(_WORKBOOK_TYPES):
+                raise ValueError("no workbook part")
+            part = "xl/workbook.xml"
+        self.epoch = WINDOWS_EPOCH
+        sheets: list[tuple[str, str | None]] = []
+        for node in self._xml(part):
+            kind = _local(node.tag)
+            if kind == "workbookPr" and _true(node.get("date1904")):
+                self.epoch = CALENDAR_MAC_1904
+            elif kind == "sheets":
+                sheets += [(s.get("name", ""), s.get(_REL_ID)) for s in node]
+        rels = _relationships(self._xml(_rels_path(part)), _rels_path(part))
+        self.worksheets: list[tuple[str, str]] = []  # (title, member)
+        self.sheet_count = 0  # worksheets and chartsheets, as openpyxl's sheetnames
+        for title, rel_id in sheets:
+            if not rel_id:
+                continue
+            rel_type, target = rels[rel_id]
+            if target not in names:
+                continue
+            self.sheet_count += 1
+            if "chartsheet" not in rel_type:
+                self.worksheets.append((title, target))
+        strings = overrides.get(_SHARED_STRINGS)
+        self.strings = self._shared_strings(strings) if strings is not None else []
+        self.dates: Collection[int]
+        self.durations: Collection[int]
+        self.dates, self.durations = self._date_styles() if "xl/styles.xml" in names else ((), ())
+
+    def _xml(self, member: str) -> Element:
+        data = self.archive.read(member)
+        _refuse_dtd(data)
+        return fromstring(data)
+
+    def _events(self, member: str) -> Iterator[Element]:
+        """End events of a part read in chunks: memory stays bounded by a row, not a sheet."""
+        parser: XMLPullParser[Element] = XMLPullParser(("end",))
+        with self.archive.open(member) as src:
+            first = True
+            while chunk := src.read(_CHUNK):
+                if first:
+                    _refuse_dtd(chunk)
+                    first = False
+                parser.feed(chunk)
+                yield from _ends(parser)
+        parser.close()
+        yield from _ends(parser)
+
+    def _shared_strings(self, member: str) -> list[str]:
+        out = []
+        for node in self._events(member):
+            if node.tag == _SI:
+                out.append(_text(node).replace("x005F_", ""))  # as openpyxl does
+                node.clear()
+        return out
+
+    def _date_styles(self) -> tuple[set[int], set[int]]:
+        """Cell style indices with a date format, and those with a duration format."""
+        custom: dict[int, str] = {}
+        styles: list[int] = []
+        for node in self._xml("xl/styles.xml"):
+            kind = _local(node.tag)
+            if kind == "numFmts":
+                for code in node:
+                    if _local(code.tag) == "numFmt":
+                        custom[int(code.get("numFmtId", ""))] = code.get("formatCode", "")
+            elif kind == "cellXfs":
+                styles += [int(xf.get("numFmtId") or 0) for xf in node if _local(xf.tag) == "xf"]
+        dates, durations = set(), set()
+        for index, fmt_id in enumerate(styles):
+            fmt = custom[fmt_id] if fmt_id in custom else BUILTIN_FORMATS.get(fmt_id)
+            if is_date_format(fmt):
+                dates.add(index)
+            if is_timedelta_format(fmt):
+                durations.add(index)
+        return dates, durations
+
+    def rows(self, member: str) -> Iterator[SheetRow]:
+        """The sheet's rows from row 1 on, missing ones as empty rows (as openpyxl yields)."""
+        counter, row_no = 1, 0
+        for node in self._events(member):
+            if node.tag != _ROW:
+                continue
+            if (r := node.get("r")) is not None:
+                try:
+                    row_no = int(r)
+                except ValueError:
+                    number = float(r)
+                    if not number.is_integer():
+                        raise
+                    row_no = int(number)
+            else:
+                row_no += 1
+            cells = self._cells(node)
+            node.clear()
+            while counter < row_no:
+                yield counter, [], []
+                counter += 1
+            if counter <= row_no:
+                yield counter, *_place(cells)
+                counter += 1
+
+    def _cells(self, row: Element) -> list[tuple[int, Any, bool]]:
+        """(1-based column, value, holds a formula) of every cell of a row element."""
+        out = []
+        column = 0
+        for cell in row:
+            kind = cell.get("t", "n")
+            style: Any = cell.get("s", 0)
+            if style:
+                style = int(style)
+            value: Any = None if kind == "inlineStr" else (cell.findtext(_V) or None)
+            coordinate = cell.get("r")
+            column = coordinate_to_tuple(coordinate)[1] if coordinate else column + 1
+            if value is not None:
+                if kind == "n":
+                    value = _number(value)
+                    if style in self.dates:
+                        try:
+                            value = from_excel(value, self.epoch, timedelta=style in self.durations)
+                        except (OverflowError, ValueError):
+                            value = "#VALUE!"
+                elif kind == "s":
+                    value = self.strings[int(value)]
+                elif kind == "b":
+                    value = bool(int(value))
+                elif kind == "d":
+                    value = from_ISO8601(value)
+            elif kind == "inlineStr" and (inline := cell.find(_IS)) is not None:
+                value = _text(inline)
+            out.append((column, _plain(value), cell.find(_F) is not None))
+        return out
+
+
+def _ends(parser: XMLPullParser[Element]) -> Iterator[Element]:
+    # Asked for "end" events only: each carries its element.
+    for _event, node in cast("Iterator[tuple[str, Element]]", parser.read_events()):
+        yield node
+
+
+def _place(cells: list[tuple[int, Any, bool]]) -> tuple[list[Any], list[int]]:
+    """Values by column up to the row's last cell (openpyxl's ``_get_row``)."""
+    if not cells:
+        return [], []
+    width = cells[-1][0]
+    values: list[Any] = [None] * width
+    formulas = []
+    for column, value, formula in cells:
+        if 1 <= column <= width:
+            values[column - 1] = value
+            if formula:
+                formulas.append(column - 1)
+    return values, formulas
+
+
+def _number(text: str) -> int | float:
+    return float(text) if "." in text or "E" in text or "e" in text else int(text)
+
+
+def _plain(value: Any) -> Any:
+    """What a form cell may hold: str, int, float, date, datetime or None."""
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, time):
+        return value.isoformat()
+    if value is None or isinstance(value, str | int | float | date):
+        return value
+    return str(value)  # a duration ([h]:mm format)
+
+
+def _text(node: Element) -> str:
+    """A string item: its text and its runs' text, without phonetic guides (rPh)."""
+    plain: str | None = None
+    runs = []
+    for child in node:
+        kind = _local(child.tag)
+        if kind == "t":
+            plain = child.text
+        elif kind == "r":
+            run = None
+            for part in child:
+                if _local(part.tag) == "t":
+                    run = part.text
+            if run is not None:
+                runs.append(run)
+    return (plain or "") + "".join(runs)
+
+
+def _relationships(root: Element, path: str) -> dict[str, tuple[str, str]]:
+    """Id -> (type, member path), targets resolved against the source part's folder."""
+    parent = posixpath.split(posixpath.dirname(path))[0]
+    out = {}
+    for rel in root:
+        if _local(rel.tag) != "Relationship":
+            continue
+        target = rel.get("Target", "")
+        if rel.get("TargetMode") != "External":
+            target = (
+                target[1:]
+                if target.startswith("/")
+                else posixpath.normpath(posixpath.join(parent, target))
+            )
+        out[rel.get("Id", "")] = (rel.get("Type", ""), target)
+    return out
+
+
+def _rels_path(part: str) -> str:
+    folder, name = posixpath.split(part)
+    return posixpath.join(folder, "_rels", f"{name}.rels")
+
+
+def _local(tag: str) -> str:
+    return tag.rpartition("}")[2]
+
+
+def _true(flag: str | None) -> bool:
+    """An OOXML boolean attribute as openpyxl reads it."""
+    return bool(flag) and flag not in ("false", "f", "0")
+
+
+def _refuse_dtd(head: bytes) -> None:
+    if any(marker in head for marker in _DTD):
+        raise DoctypeError("DOCTYPE")
