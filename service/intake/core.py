@@ -464,9 +464,8 @@ class Intake:
         if hints.unit and hints.unit not in idx.by_id:
             raise LedgerError(f"unit: unknown unit {hints.unit!r}")
         senders = idx.of_sender(item.sender)
-        by_file = idx.in_file_name(item.filename)
         fallback = hints.unit or (senders[0] if len(senders) == 1 else None)
-        fallback = fallback or (by_file[0] if len(by_file) == 1 else None)
+        by_file: list[str] | None = None  # looked up only for a row without a unit name
         for row in d.rows:
             if row.unit_name:
                 ids = idx.by_name(row.unit_name)
@@ -476,10 +475,13 @@ class Intake:
                 unit = ids[0]
                 if hints.unit and unit != hints.unit:
                     return f"表内单位“{row.unit_name}”与指定的单位 {hints.unit} 不一致"
-            elif fallback:
-                unit = fallback
             else:
-                return "无法判断是哪个单位报送的：表内没有单位名称，发件人和文件名也对不上名录"
+                if fallback is None and by_file is None:
+                    by_file = idx.in_file_name(item.filename)
+                    fallback = by_file[0] if len(by_file) == 1 else None
+                if not fallback:
+                    return "无法判断是哪个单位报送的：表内没有单位名称，发件人和文件名也对不上名录"
+                unit = fallback
             row.unit = unit
             d.units.setdefault(unit, []).append(row)
         if senders and not hints.unit:
