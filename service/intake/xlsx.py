@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import posixpath
 import zipfile
-from collections.abc import Collection, Iterator
+from collections.abc import Iterator
 from datetime import date, time
 from typing import Any, cast
 from xml.etree.ElementTree import Element, XMLPullParser, fromstring
@@ -38,6 +38,7 @@ _WORKBOOK_TYPES = [  # openpyxl's order of preference
 _SHARED_STRINGS = "application/vnd.openxmlformats-officedocument.spreadsheetml.sharedStrings+xml"
 _DTD = tuple("<!DOCTYPE".encode(enc) for enc in ("utf-8", "utf-16-le", "utf-16-be"))
 _CHUNK = 64 * 1024
+_WHOLE = 1 << 20  # parts up to this size (inflated) are parsed whole
 
 # (1-based row number, cell values from column A, 0-based columns holding a formula)
 SheetRow = tuple[int, list[Any], list[int]]
@@ -88,17 +89,21 @@ class Book:
                 self.worksheets.append((title, target))
         strings = overrides.get(_SHARED_STRINGS)
         self.strings = self._shared_strings(strings) if strings is not None else []
-        self.dates: Collection[int]
-        self.durations: Collection[int]
-        self.dates, self.durations = self._date_styles() if "xl/styles.xml" in names else ((), ())
+        self.has_styles = "xl/styles.xml" in names
+        self._styles: tuple[set[int], set[int]] | None = None  # parsed at the first need
 
     def _xml(self, member: str) -> Element:
         data = self.archive.read(member)
         _refuse_dtd(data)
         return fromstring(data)
 
-    def _events(self, member: str) -> Iterator[Element]:
-        """End events of a part read in chunks: memory stays bounded by a row, not a sheet."""
+    def _elements(self, member: str, tag: str) -> Iterator[Element]:
+        """Every ``tag`` element of a part, in document order. A part of a form (a few KB)
+        is parsed whole, in C; a large one in chunks, each element dropped once used, so
+        memory stays bounded by an element rather than by the part."""
+        if self.archive.getinfo(member).file_size <= _WHOLE:
+            yield from self._xml(member).iter(tag)
+            return
         parser: XMLPullParser[Element] = XMLPullParser(("end",))
         with self.archive.open(member) as src:
             first = True
@@ -107,20 +112,24 @@ class Book:
                     _refuse_dtd(chunk)
                     first = False
                 parser.feed(chunk)
-                yield from _ends(parser)
+                yield from _ends(parser, tag)
         parser.close()
-        yield from _ends(parser)
+        yield from _ends(parser, tag)
 
     def _shared_strings(self, member: str) -> list[str]:
-        out = []
-        for node in self._events(member):
-            if node.tag == _SI:
-                out.append(_text(node).replace("x005F_", ""))  # as openpyxl does
-                node.clear()
-        return out
+        # "x005F_" is dropped as openpyxl does.
+        return [_text(node).replace("x005F_", "") for node in self._elements(member, _SI)]
 
-    def _date_styles(self) -> tuple[set[int], set[int]]:
-        """Cell style indices with a date format, and those with a duration format."""
+    def date_styles(self) -> tuple[set[int], set[int]]:
+        """Cell style indices with a date format, and those with a duration format.
+
+        Read at the first number cell: a sheet of text needs no stylesheet.
+        """
+        if self._styles is None:
+            self._styles = self._read_styles() if self.has_styles else (set(), set())
+        return self._styles
+
+    def _read_styles(self) -> tuple[set[int], set[int]]:
         custom: dict[int, str] = {}
         styles: list[int] = []
         for node in self._xml("xl/styles.xml"):
@@ -143,9 +152,7 @@ class Book:
     def rows(self, member: str) -> Iterator[SheetRow]:
         """The sheet's rows from row 1 on, missing ones as empty rows (as openpyxl yields)."""
         counter, row_no = 1, 0
-        for node in self._events(member):
-            if node.tag != _ROW:
-                continue
+        for node in self._elements(member, _ROW):
             if (r := node.get("r")) is not None:
                 try:
                     row_no = int(r)
@@ -157,7 +164,6 @@ class Book:
             else:
                 row_no += 1
             cells = self._cells(node)
-            node.clear()
             while counter < row_no:
                 yield counter, [], []
                 counter += 1
@@ -180,9 +186,10 @@ class Book:
             if value is not None:
                 if kind == "n":
                     value = _number(value)
-                    if style in self.dates:
+                    dates, durations = self.date_styles()  # style 0 too: it may be a date
+                    if style in dates:
                         try:
-                            value = from_excel(value, self.epoch, timedelta=style in self.durations)
+                            value = from_excel(value, self.epoch, timedelta=style in durations)
                         except (OverflowError, ValueError):
                             value = "#VALUE!"
                 elif kind == "s":
@@ -197,10 +204,12 @@ class Book:
         return out
 
 
-def _ends(parser: XMLPullParser[Element]) -> Iterator[Element]:
-    # Asked for "end" events only: each carries its element.
+def _ends(parser: XMLPullParser[Element], tag: str) -> Iterator[Element]:
+    # Asked for "end" events only: each carries its element, complete.
     for _event, node in cast("Iterator[tuple[str, Element]]", parser.read_events()):
-        yield node
+        if node.tag == tag:
+            yield node
+            node.clear()
 
 
 def _place(cells: list[tuple[int, Any, bool]]) -> tuple[list[Any], list[int]]:

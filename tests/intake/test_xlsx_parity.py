@@ -241,6 +241,14 @@ def test_excel_numbers_and_number_formats_read_the_same() -> None:
     _assert_same(_package([("S", body)], styles=_STYLES))
 
 
+def test_a_default_style_with_a_date_format_reads_the_same() -> None:
+    """Cells without a style take style 0, which may itself be a date format."""
+    body = '<row r="1"><c r="A1"><v>45066</v></c><c r="B1" s="0"><v>45066</v></c></row>'
+    styles = '<cellXfs count="1"><xf numFmtId="14"/></cellXfs>'
+    reference, ours = _both("a.xlsx", _package([("S", body)], styles=styles))
+    assert ours == reference and "datetime" in str(ours)
+
+
 def test_1904_date_system_reads_the_same() -> None:
     """A Mac workbook's serial dates count from 1904, as openpyxl read them."""
     body = '<row r="1"><c r="A1" s="1"><v>43604</v></c><c r="B1" s="1"><v>10</v></c></row>'
