@@ -62,7 +62,7 @@ def decode_bytes(data: bytes, declared: str | None) -> str:
     for candidate in (charset(declared), "utf-8", "gb18030"):
         try:
             return data.decode(candidate)
-        except (LookupError, UnicodeDecodeError):
+        except (LookupError, ValueError):  # ValueError: a charset name with a NUL in it
             continue
     return data.decode("utf-8", errors="replace")
 
