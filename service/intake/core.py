@@ -4,8 +4,8 @@ submission through the ledger, or put it before the office when anything is unce
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -102,6 +102,7 @@ class Intake:
         self.store = IntakeStore(engine, model.key, clock)
         self.ledger = Ledger(engine, model.key, clock)
         self.index = UnitIndex(model)
+        self._folders: set[str] = set()  # intake/xx folders known to exist
 
     async def take_message(
         self, raw: bytes, hints: Hints = Hints(), source: IntakeSource = "inbound-mail"
@@ -523,25 +524,44 @@ class Intake:
         return f"{moment.astimezone(self.model.schedule.campaign.tz):%Y-%m-%d %H:%M}"
 
     def _keep(self, sha: str, data: bytes) -> Path:
-        """Content-addressed copy, readable by the service user only (0600)."""
+        """Content-addressed copy, readable by the service user only (0600).
+
+        Written under a temporary name and renamed, so the final path never holds part of
+        a file. The folders are made once per intake (a pass keeps hundreds of files), and
+        the file is created 0600 rather than chmod-ed after: fewer system calls per file.
+        """
         folder = self.files / sha[:2]
         path = folder / sha
         if path.exists():
             return path
-        self.files.mkdir(parents=True, exist_ok=True, mode=0o700)
-        folder.mkdir(exist_ok=True, mode=0o700)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".in-")
+        while True:
+            if sha[:2] not in self._folders:
+                self.files.mkdir(parents=True, exist_ok=True, mode=0o700)
+                folder.mkdir(exist_ok=True, mode=0o700)
+                self._folders.add(sha[:2])
+            tmp = folder / f".in-{os.getpid()}-{next(_TEMP_NAMES)}"
+            try:
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:  # left by a crashed process with the same pid
+                continue
+            except FileNotFoundError:  # the folder was removed meanwhile: make it again
+                if sha[:2] not in self._folders:
+                    raise
+                self._folders.discard(sha[:2])
+                continue
+            break
         try:
             with os.fdopen(fd, "wb") as out:
+                os.fchmod(out.fileno(), 0o600)  # whatever the umask
                 out.write(data)
-            os.chmod(tmp, 0o600)
             os.replace(tmp, path)
         except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+            tmp.unlink(missing_ok=True)
             raise
         return path
 
 
+_TEMP_NAMES = itertools.count()
 _STATUS_WORDS = {"recorded": "已登记", "review": "待审核", "rejected": "已驳回"}
 
 
