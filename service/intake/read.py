@@ -93,8 +93,9 @@ def read_grids(name: str, data: bytes) -> list[Grid]:
 # -- xlsx --------------------------------------------------------------------------------
 
 
-def _check_zip(name: str, data: bytes) -> zipfile.ZipFile:
-    """Refuse bombs and macros (from the central directory, before inflating anything)."""
+def _check_zip(name: str, data: bytes) -> tuple[zipfile.ZipFile, bytes | None]:
+    """Refuse bombs and macros (from the central directory, before inflating anything);
+    the archive and its [Content_Types].xml, if any."""
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
         members = archive.infolist()
@@ -117,18 +118,18 @@ def _check_zip(name: str, data: bytes) -> zipfile.ZipFile:
     if "xl/workbook.xml" not in names and not any(n.endswith("workbook.xml") for n in names):
         raise FormError(name, "不是 Excel 工作簿（缺少 workbook.xml）")
     try:
-        types = archive.read("[Content_Types].xml") if "[Content_Types].xml" in names else b""
+        types = archive.read("[Content_Types].xml") if "[Content_Types].xml" in names else None
     except (zipfile.BadZipFile, OSError, ValueError, EOFError, zlib.error, RuntimeError) as exc:
         raise FormError(name, f"工作簿已损坏（{exc}）") from None
-    if b"macroEnabled" in types:
+    if types is not None and b"macroEnabled" in types:
         raise FormError(name, "工作簿是启用宏的格式，不予读取：请另存为 .xlsx 后再发送")
-    return archive
+    return archive, types
 
 
 def _read_xlsx(name: str, data: bytes) -> list[Grid]:
-    archive = _check_zip(name, data)
+    archive, types = _check_zip(name, data)
     try:
-        book = Book(archive)
+        book = Book(archive, types)
     except DoctypeError:
         raise FormError(name, "工作簿含有 DTD 声明（DOCTYPE），不予读取") from None
     except Exception as exc:  # any malformed part: KeyError, XML errors, bad numbers

@@ -15,6 +15,7 @@ entity amplification; a DOCTYPE, which no spreadsheet part carries, is refused o
 
 from __future__ import annotations
 
+import functools
 import posixpath
 import zipfile
 from collections.abc import Iterator
@@ -39,9 +40,12 @@ _SHARED_STRINGS = "application/vnd.openxmlformats-officedocument.spreadsheetml.s
 _DTD = tuple("<!DOCTYPE".encode(enc) for enc in ("utf-8", "utf-16-le", "utf-16-be"))
 _CHUNK = 64 * 1024
 _WHOLE = 1 << 20  # parts up to this size (inflated) are parsed whole
+_CACHED_STYLES = 64 * 1024  # stylesheets up to this size are remembered (a few KB in practice)
 
 # (1-based row number, cell values from column A, 0-based columns holding a formula)
 SheetRow = tuple[int, list[Any], list[int]]
+DateStyles = tuple[frozenset[int], frozenset[int]]
+_NO_DATES: DateStyles = (frozenset(), frozenset())
 
 
 class DoctypeError(ValueError):
@@ -51,12 +55,16 @@ class DoctypeError(ValueError):
 class Book:
     """An opened package: worksheets in workbook order, shared strings, date styles."""
 
-    def __init__(self, archive: zipfile.ZipFile) -> None:
+    def __init__(self, archive: zipfile.ZipFile, content_types: bytes | None = None) -> None:
+        """``content_types``: the [Content_Types].xml the caller already read, if any."""
         self.archive = archive
         names = set(archive.namelist())
         overrides: dict[str, str] = {}
         defaults: set[str] = set()
-        for node in self._xml("[Content_Types].xml"):
+        if content_types is None:
+            content_types = archive.read("[Content_Types].xml")
+        _refuse_dtd(content_types)
+        for node in fromstring(content_types):
             kind = _local(node.tag)
             if kind == "Override":
                 overrides.setdefault(node.get("ContentType", ""), node.get("PartName", "")[1:])
@@ -90,7 +98,7 @@ class Book:
         strings = overrides.get(_SHARED_STRINGS)
         self.strings = self._shared_strings(strings) if strings is not None else []
         self.has_styles = "xl/styles.xml" in names
-        self._styles: tuple[set[int], set[int]] | None = None  # parsed at the first need
+        self._styles: DateStyles | None = None  # read at the first need
 
     def _xml(self, member: str) -> Element:
         data = self.archive.read(member)
@@ -120,34 +128,20 @@ class Book:
         # "x005F_" is dropped as openpyxl does.
         return [_text(node).replace("x005F_", "") for node in self._elements(member, _SI)]
 
-    def date_styles(self) -> tuple[set[int], set[int]]:
+    def date_styles(self) -> DateStyles:
         """Cell style indices with a date format, and those with a duration format.
 
         Read at the first number cell: a sheet of text needs no stylesheet.
         """
         if self._styles is None:
-            self._styles = self._read_styles() if self.has_styles else (set(), set())
+            self._styles = _NO_DATES
+            if self.has_styles:
+                data = self.archive.read("xl/styles.xml")
+                # Most forms come from a few blanks (ours, a unit's WPS template): their
+                # stylesheets repeat byte for byte, so a small one is read once per process.
+                reader = _date_styles if len(data) <= _CACHED_STYLES else _date_styles.__wrapped__
+                self._styles = reader(data)
         return self._styles
-
-    def _read_styles(self) -> tuple[set[int], set[int]]:
-        custom: dict[int, str] = {}
-        styles: list[int] = []
-        for node in self._xml("xl/styles.xml"):
-            kind = _local(node.tag)
-            if kind == "numFmts":
-                for code in node:
-                    if _local(code.tag) == "numFmt":
-                        custom[int(code.get("numFmtId", ""))] = code.get("formatCode", "")
-            elif kind == "cellXfs":
-                styles += [int(xf.get("numFmtId") or 0) for xf in node if _local(xf.tag) == "xf"]
-        dates, durations = set(), set()
-        for index, fmt_id in enumerate(styles):
-            fmt = custom[fmt_id] if fmt_id in custom else BUILTIN_FORMATS.get(fmt_id)
-            if is_date_format(fmt):
-                dates.add(index)
-            if is_timedelta_format(fmt):
-                durations.add(index)
-        return dates, durations
 
     def rows(self, member: str) -> Iterator[SheetRow]:
         """The sheet's rows from row 1 on, missing ones as empty rows (as openpyxl yields)."""
@@ -182,7 +176,7 @@ class Book:
                 style = int(style)
             value: Any = None if kind == "inlineStr" else (cell.findtext(_V) or None)
             coordinate = cell.get("r")
-            column = coordinate_to_tuple(coordinate)[1] if coordinate else column + 1
+            column = _column(coordinate) if coordinate else column + 1
             if value is not None:
                 if kind == "n":
                     value = _number(value)
@@ -202,6 +196,29 @@ class Book:
                 value = _text(inline)
             out.append((column, _plain(value), cell.find(_F) is not None))
         return out
+
+
+@functools.lru_cache(maxsize=64)
+def _date_styles(data: bytes) -> DateStyles:
+    _refuse_dtd(data)
+    custom: dict[int, str] = {}
+    styles: list[int] = []
+    for node in fromstring(data):
+        kind = _local(node.tag)
+        if kind == "numFmts":
+            for code in node:
+                if _local(code.tag) == "numFmt":
+                    custom[int(code.get("numFmtId", ""))] = code.get("formatCode", "")
+        elif kind == "cellXfs":
+            styles += [int(xf.get("numFmtId") or 0) for xf in node if _local(xf.tag) == "xf"]
+    dates, durations = set(), set()
+    for index, fmt_id in enumerate(styles):
+        fmt = custom[fmt_id] if fmt_id in custom else BUILTIN_FORMATS.get(fmt_id)
+        if is_date_format(fmt):
+            dates.add(index)
+        if is_timedelta_format(fmt):
+            durations.add(index)
+    return frozenset(dates), frozenset(durations)
 
 
 def _ends(parser: XMLPullParser[Element], tag: str) -> Iterator[Element]:
@@ -225,6 +242,11 @@ def _place(cells: list[tuple[int, Any, bool]]) -> tuple[list[Any], list[int]]:
             if formula:
                 formulas.append(column - 1)
     return values, formulas
+
+
+@functools.lru_cache(maxsize=8192)  # forms repeat the same few hundred cell references
+def _column(coordinate: str) -> int:
+    return int(coordinate_to_tuple(coordinate)[1])
 
 
 def _number(text: str) -> int | float:

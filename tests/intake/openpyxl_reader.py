@@ -29,7 +29,7 @@ def read_xlsx(name: str, data: bytes) -> list[Grid]:
 
 
 def _read_xlsx(name: str, data: bytes) -> list[Grid]:
-    archive = read._check_zip(name, data)
+    archive, _types = read._check_zip(name, data)
     has_formulas = any(
         _FORMULA.search(archive.read(i))
         for i in archive.infolist()

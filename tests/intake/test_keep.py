@@ -10,7 +10,7 @@ import stat
 
 import pytest
 
-from service.intake import core
+from service.intake import files
 from service.intake.core import Intake
 
 
@@ -22,7 +22,7 @@ def test_a_temporary_name_left_by_a_crashed_process_is_skipped(
     intake: Intake, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A stale .in- file with the name this process would use is left alone, not reused."""
-    monkeypatch.setattr(core, "_TEMP_NAMES", itertools.count())
+    monkeypatch.setattr(files, "_TEMP_NAMES", itertools.count())
     sha = _sha(b"form")
     folder = intake.files / sha[:2]
     folder.mkdir(parents=True)
