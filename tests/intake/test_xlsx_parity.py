@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from openpyxl import Workbook
 
 from service.forms import blank_form, forms_in
+from service.intake import xlsx
 from service.intake.read import FormError, Grid, read_grids
 from service.model import CampaignModel
 from service.sheets import Sheet, xlsx_bytes
@@ -325,3 +326,23 @@ def test_a_worksheet_declaring_a_dtd_is_refused_naming_the_sheet() -> None:
     data = _package([("表一", "")], extra={"xl/worksheets/sheet1.xml": sheet})
     with pytest.raises(FormError, match="工作表“表一”.*DOCTYPE"):
         read_grids("d.xlsx", data)
+
+
+@pytest.mark.parametrize("kind", ["progress form", "a sheet per unit", "report writer"])
+def test_parts_read_in_chunks_give_the_same_grids(
+    kind: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Large parts are streamed rather than parsed whole: the grids do not change."""
+    data = _fixtures()[kind]()
+    whole = _typed(read_grids("a.xlsx", data))
+    monkeypatch.setattr(xlsx, "_WHOLE", 0)
+    monkeypatch.setattr(xlsx, "_CHUNK", 97)  # elements split across chunks
+    assert _typed(read_grids("a.xlsx", data)) == whole
+
+
+def test_excel_kinds_read_in_chunks_read_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Shared strings and sheets streamed in small chunks still match openpyxl."""
+    monkeypatch.setattr(xlsx, "_WHOLE", 0)
+    monkeypatch.setattr(xlsx, "_CHUNK", 64)
+    test_excel_cell_kinds_read_the_same()
+    test_rows_and_cells_without_references_read_the_same()
