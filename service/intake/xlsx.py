@@ -1,8 +1,8 @@
 """The parts of an xlsx package a filled form needs, parsed with the standard library.
 
 openpyxl's read-only mode builds a workbook object model per file (styles, theme, named
-styles, properties) to hand over a few dozen values: ~4 ms of the ~5 ms a mailbox pass
-spent per mail. This reads only the content types, the workbook and its relationships,
+styles, properties) to hand over a few dozen values: 3-4 ms of the 5-7 ms a mailbox pass
+spent per mail (bench.intake_mailbox, 2026-12-07). This reads only the content types, the workbook and its relationships,
 the shared strings, the number formats of the cell styles and the worksheets, and gives
 every cell the value openpyxl (``read_only=True, data_only=True``) gave, by the same rules
 (its ``WorkSheetParser`` and ``ReadOnlyWorksheet``) and with its own helpers for number
