@@ -2,11 +2,12 @@
 
 openpyxl's read-only mode builds a workbook object model per file (styles, theme, named
 styles, properties) to hand over a few dozen values: 3-4 ms of the 5-7 ms a mailbox pass
-spent per mail (bench.intake_mailbox, 2026-12-07). This reads only the content types, the workbook and its relationships,
-the shared strings, the number formats of the cell styles and the worksheets, and gives
-every cell the value openpyxl (``read_only=True, data_only=True``) gave, by the same rules
-(its ``WorkSheetParser`` and ``ReadOnlyWorksheet``) and with its own helpers for number
-formats and serial dates. tests/intake/test_xlsx_parity.py holds both readers side by side.
+spent per mail (bench.intake_mailbox, 2026-12-07). This reads only the content types, the
+workbook and its relationships, the shared strings, the number formats of the cell styles
+and the worksheets, and gives every cell the value openpyxl (``read_only=True,
+data_only=True``) gave, by the same rules (its ``WorkSheetParser`` and
+``ReadOnlyWorksheet``) and with its own helpers for number formats and serial dates.
+tests/intake/test_xlsx_parity.py holds both readers side by side.
 
 Refusals and bounds stay in read.py, which checks the container before this module reads
 a byte of it. XML: ElementTree never fetches external entities and expat (>= 2.4) stops
