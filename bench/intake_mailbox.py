@@ -48,7 +48,7 @@ _STAGES = [
     ("IMAP fetch", mailbox._Session, "fetch"),
     ("IMAP flag (STORE)", mailbox._Session, "done"),
     ("MIME parse", core, "parse_mail"),
-    ("xlsx read (openpyxl)", core, "read_grids"),
+    ("xlsx read", core, "read_grids"),
     ("decide (form, unit, period)", Intake, "decide"),
     ("file copy (0600)", Intake, "_keep"),
     ("database look-up (batched)", IntakeStore, "known"),

@@ -4,8 +4,6 @@ submission through the ledger, or put it before the office when anything is unce
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -15,41 +13,20 @@ from typing import Any, Literal, cast
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from ..channels.base import mask_address
 from ..clock import Clock
-from ..errors import LedgerError
 from ..model import CampaignModel
 from ..store.ledger import Ledger
-from ..submissions import MAX_COUNT, NewSubmission, Source, check
-from .forms import Row, fingerprint, form_of, forms_in, read_tables
-from .infer import UnitIndex, infer_period
+from ..submissions import NewSubmission, Source
+from .decide import Decision, Hints, Incoming, IntakeSource, decide, mask
+from .files import KeptFiles
+from .infer import UnitIndex
 from .mail import Mail, parse_mail
 from .read import FormError, Grid, read_grids
 from .store import IntakeStore
 
+__all__ = ["Decision", "Hints", "Incoming", "Intake", "IntakeSource", "Outcome", "intake_file"]
 log = structlog.get_logger("service.intake")
-IntakeSource = Literal["inbound-mail", "upload"]
 Status = Literal["recorded", "review", "duplicate"]
-_NOT_CONTENT = {"remarks"}
-
-
-@dataclass(frozen=True)
-class Hints:
-    """What the operator says on the command line (or the web form): wins over inference."""
-
-    unit: str | None = None
-    obligation: str | None = None
-    period: str | None = None
-
-
-@dataclass(frozen=True)
-class Incoming:
-    filename: str
-    data: bytes
-    received_at: datetime
-    source: IntakeSource
-    sender: str | None = None
-    message_id: str | None = None
 
 
 @dataclass
@@ -74,16 +51,6 @@ class _Planned:
     stored_path: str
 
 
-@dataclass
-class Decision:
-    obligation: str | None = None
-    period: str | None = None
-    units: dict[str, list[Row]] = field(default_factory=dict)
-    rows: list[Row] = field(default_factory=list)
-    review: str = ""  # why the office must decide; empty when the file can be recorded
-    counts: dict[str, int] = field(default_factory=dict)
-
-
 class Intake:
     """Intake for one campaign: the same path for the CLI, the mailbox and the web upload."""
 
@@ -102,6 +69,7 @@ class Intake:
         self.store = IntakeStore(engine, model.key, clock)
         self.ledger = Ledger(engine, model.key, clock)
         self.index = UnitIndex(model)
+        self.kept = KeptFiles(self.files)
 
     async def take_message(
         self, raw: bytes, hints: Hints = Hints(), source: IntakeSource = "inbound-mail"
@@ -361,7 +329,7 @@ class Intake:
         return self._recorded_outcome(item, d, eid, ids, reviews)
 
     def _review_outcome(self, item: Incoming, d: Decision, eid: int, rid: int) -> Outcome:
-        log.info("intake needs review", evidence=eid, review=rid, sender=_mask(item.sender))
+        log.info("intake needs review", evidence=eid, review=rid, sender=mask(item.sender))
         return Outcome(item.filename, "review", f"待人工审核（#{rid}）：{d.review}", eid, rid)
 
     def _recorded_outcome(
@@ -379,7 +347,7 @@ class Intake:
         )
         if reviews:
             outcome.message += f"；联络员变更待确认：{'、'.join(f'#{r}' for r in reviews)}"
-        log.info("intake recorded", evidence=eid, n=len(ids), sender=_mask(item.sender))
+        log.info("intake recorded", evidence=eid, n=len(ids), sender=mask(item.sender))
         return outcome
 
     async def record(
@@ -407,88 +375,7 @@ class Intake:
 
     def decide(self, grids: list[Grid], item: Incoming, hints: Hints) -> Decision:
         """Which obligation, period and units; ``review`` says why a person must decide."""
-        d = Decision()
-        forms = forms_in(self.model.schedule)
-        if hints.obligation:
-            try:
-                ob = self.model.schedule.obligation(hints.obligation)
-            except KeyError:
-                raise LedgerError(f"obligation: unknown obligation {hints.obligation!r}") from None
-            d.obligation = ob.key
-        else:
-            found = fingerprint(grids, forms)
-            if not found:
-                d.review = "表头与任何附件（表格）都对不上，无法判断报送的是哪一项"
-                return d
-            if len(found) > 1 and found[0][1] == found[1][1]:
-                d.review = f"表头同时符合 {found[0][0]} 和 {found[1][0]}，无法判断"
-                return d
-            d.obligation = found[0][0]
-        ob = self.model.schedule.obligation(d.obligation)
-        form = form_of(ob)
-        if form is not None:
-            d.rows = [r for t in read_tables(grids, form) for r in t.rows if _has_content(r, form)]
-            if not d.rows:
-                d.review = f"没有找到填写了数据的“{form.attachment}”表格行"
-                return d
-        else:  # no declared form (e.g. leads): every non-blank line after a header is an item
-            d.rows = [
-                Row(g.sheet, no, None, {"text": " ".join(str(v) for v in vals if v is not None)})
-                for g in grids
-                for no, vals in g.rows[1:]
-            ]
-        occ = (
-            self.model.occurrence(d.obligation, hints.period)
-            if hints.period
-            else infer_period(self.model, d.obligation, item.received_at)
-        )
-        if occ is None:
-            d.review = f"{d.obligation} 没有期次 {hints.period!r}"
-            return d
-        d.period = occ.period
-        d.review = self._assign_units(d, item, hints)
-        if d.review:
-            return d
-        for unit, rows in d.units.items():
-            d.counts[unit] = min(MAX_COUNT, max(1, len(rows))) if occ.quota_goal > 1 else 1
-            try:
-                check(self.model, unit, d.obligation, d.period, d.counts[unit])
-            except LedgerError as exc:
-                d.review = f"{self.model.directory.units[unit].name}：{exc}"
-                return d
-        return d
-
-    def _assign_units(self, d: Decision, item: Incoming, hints: Hints) -> str:
-        """Fill ``d.units``; return why not when the unit is unknown, unclear or contradicted."""
-        idx = self.index
-        if hints.unit and hints.unit not in idx.by_id:
-            raise LedgerError(f"unit: unknown unit {hints.unit!r}")
-        senders = idx.of_sender(item.sender)
-        by_file = idx.in_file_name(item.filename)
-        fallback = hints.unit or (senders[0] if len(senders) == 1 else None)
-        fallback = fallback or (by_file[0] if len(by_file) == 1 else None)
-        for row in d.rows:
-            if row.unit_name:
-                ids = idx.by_name(row.unit_name)
-                if len(ids) != 1:
-                    what = "对应多个单位" if ids else "在名录中找不到"
-                    return f"表内单位名称“{row.unit_name}”{what}（{row.sheet} 第{row.row}行）"
-                unit = ids[0]
-                if hints.unit and unit != hints.unit:
-                    return f"表内单位“{row.unit_name}”与指定的单位 {hints.unit} 不一致"
-            elif fallback:
-                unit = fallback
-            else:
-                return "无法判断是哪个单位报送的：表内没有单位名称，发件人和文件名也对不上名录"
-            row.unit = unit
-            d.units.setdefault(unit, []).append(row)
-        if senders and not hints.unit:
-            allowed = {u for s in senders for u in self.model.directory.subtree(s)}
-            strangers = [u for u in d.units if u not in allowed]
-            if strangers:
-                names = "、".join(idx.by_id[u].name for u in strangers)
-                return f"发件人（{_mask(item.sender)}）不属于表内单位 {names} 或其上级"
-        return ""
+        return decide(self.model, self.index, grids, item, hints)
 
     async def _bare_mail(
         self,
@@ -522,22 +409,7 @@ class Intake:
 
     def _keep(self, sha: str, data: bytes) -> Path:
         """Content-addressed copy, readable by the service user only (0600)."""
-        folder = self.files / sha[:2]
-        path = folder / sha
-        if path.exists():
-            return path
-        self.files.mkdir(parents=True, exist_ok=True, mode=0o700)
-        folder.mkdir(exist_ok=True, mode=0o700)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".in-")
-        try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(data)
-            os.chmod(tmp, 0o600)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        return self.kept.keep(sha, data)
 
 
 _STATUS_WORDS = {"recorded": "已登记", "review": "待审核", "rejected": "已驳回"}
@@ -556,15 +428,6 @@ def _proposal(item: Incoming, d: Decision) -> dict[str, Any]:
 
 def _unit(d: Decision) -> str | None:
     return next(iter(d.units)) if len(d.units) == 1 else None
-
-
-def _has_content(row: Row, form: Any) -> bool:
-    skip = {form.unit_field, *_NOT_CONTENT}
-    return any(v is not None for k, v in row.values.items() if k not in skip)
-
-
-def _mask(address: str | None) -> str:
-    return mask_address(address) if address else "-"
 
 
 async def intake_file(

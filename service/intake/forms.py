@@ -3,6 +3,7 @@ service/forms.py's, re-exported here)."""
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ def norm(text: str) -> str:
     return _SPACE.sub("", unicodedata.normalize("NFKC", text))
 
 
+@functools.lru_cache(maxsize=4096)  # the same few dozen labels, in every form of a pass
 def label_key(text: str) -> str:
     """A header cell reduced to its label: without "(场)", "*", spaces or full-width forms."""
     return _PAREN.sub("", norm(text)).strip("*＊:：")

@@ -45,6 +45,17 @@ class UnitIndex:
         for person in model.directory.people:
             if person.email:
                 self.by_email.setdefault(person.email.lower(), set()).add(person.unit)
+        # What in_file_name compares, once per unit rather than once per unit and file.
+        self._in_names = [
+            (
+                uid,
+                norm(unit.name),
+                core_name(unit.name),
+                re.compile(rf"(?<![a-z0-9-]){re.escape(uid)}(?![a-z0-9-])"),
+            )
+            for uid, unit in self.by_id.items()
+        ]
+        self._core = {uid: core for uid, _name, core, _id in self._in_names}
 
     def by_name(self, name: str) -> list[str]:
         """Unit ids a written name may mean: one is a match, several are ambiguous."""
@@ -61,22 +72,15 @@ class UnitIndex:
     def in_file_name(self, filename: str) -> list[str]:
         """Units whose name or id the file name contains (longest names first)."""
         stem = norm(PurePath(filename).stem)
+        lowered = stem.lower()
         found = [
             uid
-            for uid, unit in self.by_id.items()
-            if norm(unit.name) in stem
-            or (len(core_name(unit.name)) >= 2 and core_name(unit.name) in stem)
-            or re.search(rf"(?<![a-z0-9-]){re.escape(uid)}(?![a-z0-9-])", stem.lower())
+            for uid, name, core, by_id in self._in_names
+            if name in stem or (len(core) >= 2 and core in stem) or by_id.search(lowered)
         ]
         # "吉林市" contains "吉林": keep only the most specific of overlapping names.
-        return [
-            u
-            for u in found
-            if not any(
-                o != u and core_name(self.by_id[u].name) in core_name(self.by_id[o].name)
-                for o in found
-            )
-        ]
+        core = self._core
+        return [u for u in found if not any(o != u and core[u] in core[o] for o in found)]
 
 
 def infer_period(model: CampaignModel, obligation: str, at: datetime) -> Occurrence | None:

@@ -62,7 +62,7 @@ def decode_bytes(data: bytes, declared: str | None) -> str:
     for candidate in (charset(declared), "utf-8", "gb18030"):
         try:
             return data.decode(candidate)
-        except (LookupError, UnicodeDecodeError):
+        except (LookupError, ValueError):  # ValueError: a charset name with a NUL in it
             continue
     return data.decode("utf-8", errors="replace")
 
@@ -111,16 +111,18 @@ def html_to_text(html: str) -> str:
 
 
 def _filename(part: Message) -> str:
-    raw = part.get_filename()  # RFC 2231 (name*=) is decoded here already
-    if raw is None:
-        param = part.get_param("name")
-        raw = param if isinstance(param, str) else None
+    # Content-Disposition's filename, else Content-Type's name; RFC 2231 (name*=) decoded.
+    raw = part.get_filename()
     return header_text(raw) if raw else ""
 
 
-def _is_sheet(part: Message, filename: str) -> bool:
-    ctype = part.get_content_type()
+def _is_sheet(ctype: str, filename: str) -> bool:
     return filename.lower().endswith(SHEET_SUFFIXES) or any(t in ctype for t in _SHEET_TYPES)
+
+
+def _payload(part: Message) -> bytes:
+    payload = part.get_payload(decode=True)
+    return payload if isinstance(payload, bytes) else b""
 
 
 def _parts(msg: Message, depth: int) -> Iterator[Message]:
@@ -175,18 +177,20 @@ def parse_mail(raw: bytes, depth: int = 0) -> Mail:
     plain: list[str] = []
     html: list[str] = []
     for part in _parts(msg, depth):
-        filename = _filename(part)
-        payload = part.get_payload(decode=True)
-        data = payload if isinstance(payload, bytes) else b""
         disposition = str(part.get("Content-Disposition") or "").lower()
-        if filename or "attachment" in disposition:
-            if _is_sheet(part, filename):
-                mail.attachments.append(Attachment(filename or "附件", data))
-            continue
+        # Without a disposition and a name= in its type, a part has no file name: the
+        # text parts skip get_filename's parameter parsing.
+        named = disposition or "name" in str(part.get("Content-Type") or "").lower()
+        filename = _filename(part) if named else ""
         ctype = part.get_content_type()
+        # Payloads are decoded only where used: not for pictures, signatures and the like.
+        if filename or "attachment" in disposition:
+            if _is_sheet(ctype, filename):
+                mail.attachments.append(Attachment(filename or "附件", _payload(part)))
+            continue
         if ctype == "text/plain":
-            plain.append(decode_bytes(data, part.get_content_charset()))
+            plain.append(decode_bytes(_payload(part), part.get_content_charset()))
         elif ctype == "text/html":
-            html.append(html_to_text(decode_bytes(data, part.get_content_charset())))
+            html.append(html_to_text(decode_bytes(_payload(part), part.get_content_charset())))
     mail.text = "\n".join(plain) if plain else "\n".join(html)
     return mail

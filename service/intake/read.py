@@ -1,9 +1,10 @@
 """Reading spreadsheets people filled in (xlsx, csv) into plain grids, safely.
 
 Nothing here evaluates anything: formulas are read from the values Excel/WPS cached when
-the file was saved, and a formula without a cached value is refused. Before openpyxl sees
-a byte, the container is checked: macros, encrypted (OLE/CFB) files, zip bombs and huge
-sheets are refused with a Chinese message that names the file, sheet and cell.
+the file was saved, and a formula without a cached value is refused. Before the xlsx
+reader (xlsx.py) parses a byte, the container is checked: macros, encrypted (OLE/CFB)
+files and zip bombs are refused; huge sheets are refused as their rows come. Messages are
+Chinese and name the file, sheet and cell.
 """
 
 from __future__ import annotations
@@ -11,16 +12,16 @@ from __future__ import annotations
 import codecs
 import csv
 import io
-import re
 import zipfile
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import date, datetime, time
+from datetime import date, datetime
 from pathlib import PurePath
 from typing import Any
 
 from ..errors import ServiceError
+from .xlsx import Book, DoctypeError, SheetRow
 
 Value = str | int | float | date | datetime | None
 
@@ -35,7 +36,6 @@ MAX_SHEETS = 100
 
 _CFB_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
 _ZIP_MAGIC = b"PK\x03\x04"
-_FORMULA = re.compile(rb"<(?:\w+:)?f[ >/]")
 
 
 class FormError(ServiceError):
@@ -93,8 +93,9 @@ def read_grids(name: str, data: bytes) -> list[Grid]:
 # -- xlsx --------------------------------------------------------------------------------
 
 
-def _check_zip(name: str, data: bytes) -> bool:
-    """Refuse bombs and macros; return whether any worksheet holds a formula."""
+def _check_zip(name: str, data: bytes) -> tuple[zipfile.ZipFile, bytes | None]:
+    """Refuse bombs and macros (from the central directory, before inflating anything);
+    the archive and its [Content_Types].xml, if any."""
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
         members = archive.infolist()
@@ -117,120 +118,68 @@ def _check_zip(name: str, data: bytes) -> bool:
     if "xl/workbook.xml" not in names and not any(n.endswith("workbook.xml") for n in names):
         raise FormError(name, "不是 Excel 工作簿（缺少 workbook.xml）")
     try:
-        types = archive.read("[Content_Types].xml") if "[Content_Types].xml" in names else b""
-        if b"macroEnabled" in types:
-            raise FormError(name, "工作簿是启用宏的格式，不予读取：请另存为 .xlsx 后再发送")
-        return any(
-            _FORMULA.search(archive.read(i))
-            for i in members
-            if i.filename.startswith("xl/worksheets/") and i.filename.endswith(".xml")
-        )
-    except (
-        zipfile.BadZipFile,
-        OSError,
-        ValueError,
-        EOFError,
-        zlib.error,
-        RuntimeError,
-    ) as exc:
+        types = archive.read("[Content_Types].xml") if "[Content_Types].xml" in names else None
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, zlib.error, RuntimeError) as exc:
         raise FormError(name, f"工作簿已损坏（{exc}）") from None
+    if types is not None and b"macroEnabled" in types:
+        raise FormError(name, "工作簿是启用宏的格式，不予读取：请另存为 .xlsx 后再发送")
+    return archive, types
 
 
 def _read_xlsx(name: str, data: bytes) -> list[Grid]:
-    has_formulas = _check_zip(name, data)
-    formulas = _formula_cells(name, data) if has_formulas else {}
-    wb = _open(name, data, data_only=True)
+    archive, types = _check_zip(name, data)
     try:
-        if len(wb.sheetnames) > MAX_SHEETS:
-            raise FormError(name, f"工作表超过 {MAX_SHEETS} 个，拒绝读取")
-        grids, cells = [], 0
-        for ws in wb.worksheets:
-            grid = Grid(name, ws.title)
-            pending = formulas.get(ws.title, {})
-            for row_no, values in _sheet_rows(name, ws):
-                cells += sum(v is not None for v in values)
-                if cells > MAX_CELLS:
-                    raise FormError(name, f"非空单元格超过 {MAX_CELLS} 个，表格过大", ws.title)
-                for col in sorted(pending.get(row_no, ())):
-                    if col >= len(values) or values[col] is None:
-                        raise FormError(
-                            name,
-                            "这是公式但文件里没有保存计算结果：请在 Excel/WPS 中打开后保存，"
-                            "或把公式改为数值",
-                            ws.title,
-                            f"{column_letter(col)}{row_no}",
-                        )
-                if any(v is not None for v in values):
-                    grid.rows.append((row_no, values))
-            grids.append(grid)
-        return grids
-    finally:
-        wb.close()
-
-
-def _open(name: str, data: bytes, data_only: bool) -> Any:
-    import warnings
-
-    from openpyxl import load_workbook
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # openpyxl warns about unknown extensions
-            return load_workbook(
-                io.BytesIO(data), read_only=True, data_only=data_only, keep_links=False
-            )
-    except Exception as exc:  # openpyxl raises anything from KeyError to XML errors
+        book = Book(archive, types)
+    except DoctypeError:
+        raise FormError(name, "工作簿含有 DTD 声明（DOCTYPE），不予读取") from None
+    except Exception as exc:  # any malformed part: KeyError, XML errors, bad numbers
         raise FormError(name, f"无法作为 .xlsx 工作簿读取（{type(exc).__name__}）") from None
+    if book.sheet_count > MAX_SHEETS:
+        raise FormError(name, f"工作表超过 {MAX_SHEETS} 个，拒绝读取")
+    grids, cells = [], 0
+    for title, member in book.worksheets:
+        grid = Grid(name, title)
+        for row_no, values, formulas in _sheet_rows(name, title, book.rows(member)):
+            cells += sum(v is not None for v in values)
+            if cells > MAX_CELLS:
+                raise FormError(name, f"非空单元格超过 {MAX_CELLS} 个，表格过大", title)
+            for col in sorted(formulas):
+                # Nothing is evaluated: a formula counts by the value Excel/WPS saved.
+                if col >= len(values) or values[col] is None:
+                    raise FormError(
+                        name,
+                        "这是公式但文件里没有保存计算结果：请在 Excel/WPS 中打开后保存，"
+                        "或把公式改为数值",
+                        title,
+                        f"{column_letter(col)}{row_no}",
+                    )
+            if any(v is not None for v in values):
+                grid.rows.append((row_no, values))
+        grids.append(grid)
+    return grids
 
 
-def _sheet_rows(name: str, ws: Any) -> Iterator[tuple[int, list[Value]]]:
-    # The stored dimension can claim A1:XFD1048576: ignore it and bound what is really there.
-    ws.reset_dimensions()
+def _sheet_rows(
+    name: str, title: str, rows: Iterator[SheetRow]
+) -> Iterator[tuple[int, list[Value], list[int]]]:
+    # Rows are counted as they come, whatever the sheet's stored dimension claims.
     try:
-        for row_no, row in enumerate(ws.iter_rows(values_only=True), start=1):
+        for row_no, values, formulas in rows:
             if row_no > MAX_ROWS:
-                raise FormError(name, f"行数超过 {MAX_ROWS}，表格过大", ws.title)
-            values = list(row)
+                raise FormError(name, f"行数超过 {MAX_ROWS}，表格过大", title)
             while values and values[-1] is None:
                 values.pop()
             if len(values) > MAX_COLUMNS:
                 raise FormError(
-                    name, f"列数超过 {MAX_COLUMNS}，表格过大", ws.title, column_letter(MAX_COLUMNS)
+                    name, f"列数超过 {MAX_COLUMNS}，表格过大", title, column_letter(MAX_COLUMNS)
                 )
-            yield row_no, [_plain(v) for v in values]
+            yield row_no, values, [c for c in formulas if c < MAX_COLUMNS]
     except FormError:
         raise
+    except DoctypeError:
+        raise FormError(name, "工作表含有 DTD 声明（DOCTYPE），不予读取", title) from None
     except Exception as exc:
-        raise FormError(name, f"工作表无法读取（{type(exc).__name__}）", ws.title) from None
-
-
-def _formula_cells(name: str, data: bytes) -> dict[str, dict[int, set[int]]]:
-    """Sheet title -> row -> columns holding a formula (read without evaluating anything)."""
-    wb = _open(name, data, data_only=False)
-    out: dict[str, dict[int, set[int]]] = {}
-    try:
-        for ws in wb.worksheets:
-            ws.reset_dimensions()
-            refs = out.setdefault(ws.title, {})
-            for row_no, row in enumerate(ws.iter_rows(), start=1):
-                if row_no > MAX_ROWS:
-                    break
-                for col, cell in enumerate(row[:MAX_COLUMNS]):
-                    if getattr(cell, "data_type", None) == "f":
-                        refs.setdefault(row_no, set()).add(col)
-    except Exception as exc:
-        raise FormError(name, f"工作簿无法读取（{type(exc).__name__}）") from None
-    finally:
-        wb.close()
-    return out
-
-
-def _plain(value: Any) -> Value:
-    if value is None or isinstance(value, str | int | float | date):
-        return value if not isinstance(value, bool) else int(value)
-    if isinstance(value, time):
-        return value.isoformat()
-    return str(value)
+        raise FormError(name, f"工作表无法读取（{type(exc).__name__}）", title) from None
 
 
 # -- csv ---------------------------------------------------------------------------------

@@ -120,3 +120,10 @@ def test_corrupted_mail_parses_without_raising(at: int, junk: bytes) -> None:
     """A real message with bytes overwritten (broken base64, headers) still parses."""
     raw = _foxmail_gb2312("本周数据见附件", "附件2.xlsx")
     parse_mail(raw[:at] + junk + raw[at + len(junk) :])
+
+
+def test_a_charset_name_with_a_nul_byte_falls_back_to_utf8() -> None:
+    """An encoded word whose charset holds a NUL (a damaged header) still gives text."""
+    subject = "=?\x00tf-8?B?" + base64.b64encode("周报".encode()).decode() + "?="
+    raw = make_mail("x@example.org", subject=subject)
+    assert parse_mail(raw).subject == "周报"
