@@ -633,7 +633,9 @@ def _nonces() -> Callable[[], str]:
 def make_aliyun(
     aliyun_server: LoopbackServer, http_client: httpx.AsyncClient
 ) -> Callable[..., AliyunSms]:
-    def make(*, environ: dict[str, str] | None = None, **settings: Any) -> AliyunSms:
+    def make(
+        *, environ: dict[str, str] | None = None, own_pool: bool = False, **settings: Any
+    ) -> AliyunSms:
         base: dict[str, Any] = {
             "endpoint": aliyun_server.url,
             "access_key_id": ALIYUN_KEY_ID,
@@ -644,7 +646,7 @@ def make_aliyun(
         }
         return AliyunSms(
             AliyunSettings(**{**base, **settings}),
-            client=http_client,
+            client=None if own_pool else http_client,
             environ=SMS_ENVIRON if environ is None else environ,
             clock=lambda: FIXED_NOW,
             nonce_factory=_nonces(),
@@ -657,7 +659,9 @@ def make_aliyun(
 def make_tencent(
     tencent_server: LoopbackServer, http_client: httpx.AsyncClient
 ) -> Callable[..., TencentSms]:
-    def make(*, environ: dict[str, str] | None = None, **settings: Any) -> TencentSms:
+    def make(
+        *, environ: dict[str, str] | None = None, own_pool: bool = False, **settings: Any
+    ) -> TencentSms:
         base: dict[str, Any] = {
             "endpoint": tencent_server.url,
             "access_key_id": TENCENT_ID,
@@ -669,7 +673,7 @@ def make_tencent(
         }
         return TencentSms(
             TencentSettings(**{**base, **settings}),
-            client=http_client,
+            client=None if own_pool else http_client,
             environ=SMS_ENVIRON if environ is None else environ,
             clock=lambda: FIXED_NOW,
         )
@@ -688,7 +692,9 @@ WEBHOOK_BODY = (
 def make_webhook(
     webhook_server: LoopbackServer, http_client: httpx.AsyncClient
 ) -> Callable[..., WebhookSms]:
-    def make(*, environ: dict[str, str] | None = None, **settings: Any) -> WebhookSms:
+    def make(
+        *, environ: dict[str, str] | None = None, own_pool: bool = False, **settings: Any
+    ) -> WebhookSms:
         base: dict[str, Any] = {
             "url": webhook_server.url + "send",
             "body_template": WEBHOOK_BODY,
@@ -696,7 +702,7 @@ def make_webhook(
         }
         return WebhookSms(
             WebhookSettings(**{**base, **settings}),
-            client=http_client,
+            client=None if own_pool else http_client,
             environ=SMS_ENVIRON if environ is None else environ,
             clock=lambda: FIXED_NOW,
         )

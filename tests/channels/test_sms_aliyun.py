@@ -213,12 +213,13 @@ async def test_aclose_leaves_an_injected_client_open(make_aliyun, http_client) -
     assert not http_client.is_closed
 
 
-async def test_aclose_closes_its_own_client() -> None:
-    """A channel that built its own client closes it."""
+async def test_aclose_closes_its_own_client(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A channel that built its own client (a proxy is configured) closes it."""
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")
     settings = AliyunSettings(access_key_id="id", secret_env="S", sign_name="签名")
     channel = AliyunSms(settings, environ={"S": "secret"})
     await channel.aclose()
-    assert channel._client.is_closed
+    assert channel._client is not None and channel._client.is_closed
 
 
 async def test_transport_failure_is_transient(make_envelope, sms_environ) -> None:
