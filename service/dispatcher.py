@@ -78,6 +78,16 @@ class Stats:
 
 
 @dataclass
+class _Batch:
+    """A claimed batch with what its re-check reads: ledger counts and link versions."""
+
+    batch: list[Claimed]
+    now: datetime
+    counts: Counts
+    link_versions: dict[str, int]
+
+
+@dataclass
 class Dispatcher:
     runtime: Runtime
     outbox: Outbox
@@ -103,28 +113,44 @@ class Dispatcher:
         """Claim and process batches until nothing is due (or a stop was requested).
 
         Results are recorded in the background (group commits) while the next messages
-        and batches are sent; the run waits for all of them before it returns.
+        and batches are sent; the run waits for all of them before it returns. The next
+        batch is claimed (and its ledger counts read) while the last messages of the
+        current one are still being sent, so the senders do not stand idle in between.
         """
         total = Stats()
         self._records = []
         self._broken = []
         self._unrecorded = asyncio.Semaphore(self.policy.unrecorded)
         try:
-            while not self.stopping.is_set() and not self._broken:
-                now = self.clock.now()
-                batch = await self.outbox.claim(
-                    self.worker, now, self.policy.batch, self.policy.lease
-                )
-                if not batch:
+            prepared = await self._prepare()
+            while prepared is not None:
+                if self.stopping.is_set() or self._broken:
+                    if not self._broken:  # a stop: hand back what never started
+                        await self.outbox.release(prepared.batch, self.worker, self.clock.now())
                     break
-                total.claimed += len(batch)
-                await self._process_batch(batch, now)
+                total.claimed += len(prepared.batch)
+                prepared = await self._process_batch(prepared)
                 self._count_done(total)  # a national run's records are not all kept
         finally:
             await self._settle(total)
         if self._broken:
             raise self._broken[0]
         return total
+
+    async def _prepare(self) -> _Batch | None:
+        """Claim the next batch and read what its re-check needs (None: nothing is due)."""
+        now = self.clock.now()
+        batch = await self.outbox.claim(self.worker, now, self.policy.batch, self.policy.lease)
+        if not batch:
+            return None
+        units = sorted({u for m in batch for u in m.units})
+        counts = await self.ledger.counts_for(units, as_of=now)
+        versions: dict[str, int] = {}
+        if self.links is not None:  # one query per batch, read fresh: revocations count
+            versions = await self.links.versions.link_versions(
+                {m.recipient_id for m in batch if m.channel == "email" and m.kind != "notice"}
+            )
+        return _Batch(batch, now, counts, versions)
 
     async def _settle(self, stats: Stats) -> None:
         """Wait for every queued transition; count outcomes and lost leases."""
@@ -150,23 +176,23 @@ class Dispatcher:
             setattr(stats, name, getattr(stats, name) + 1)
         self._records = pending
 
-    async def _process_batch(self, batch: list[Claimed], now: datetime) -> None:
-        units = sorted({u for m in batch for u in m.units})
-        counts = await self.ledger.counts_for(units, as_of=now)
-        if self.links is not None:  # one query per batch, read fresh: revocations count
-            self._link_versions = await self.links.versions.link_versions(
-                {m.recipient_id for m in batch if m.channel == "email" and m.kind != "notice"}
-            )
+    async def _process_batch(self, prepared: _Batch) -> _Batch | None:
+        """Send one batch; returns the next one, claimed once this one's last message started."""
+        batch, now, counts = prepared.batch, prepared.now, prepared.counts
+        self._link_versions = prepared.link_versions
         sem = asyncio.Semaphore(self.policy.concurrency)
         broken = self._broken
         pending = list(batch)
         self._recorded_ids = set()
+        following: list[asyncio.Task[_Batch | None]] = []
 
         async def one(msg: Claimed) -> None:
             async with sem:
                 if self.stopping.is_set() or broken:
                     return
                 pending.remove(msg)
+                if not pending:
+                    following.append(asyncio.ensure_future(self._prepare()))
                 await self._unrecorded.acquire()
                 try:
                     await self._process(msg, counts, now)
@@ -180,6 +206,13 @@ class Dispatcher:
         await asyncio.gather(*(one(m) for m in batch))
         if pending and not broken:  # stop requested: hand back what never started
             await self.outbox.release(pending, self.worker, self.clock.now())
+        if not following:
+            return None
+        try:
+            return await following[0]
+        except Exception as exc:  # the store failed while claiming: as a failed record
+            broken.append(exc)
+            return None
 
     def _record(self, msg: Claimed, transition: Awaitable[bool], outcome: str) -> str:
         """Queue a message's one transition without waiting for its commit.

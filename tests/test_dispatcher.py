@@ -647,3 +647,66 @@ async def test_an_sms_resent_after_its_worker_died_takes_no_second_slot(world: W
     [row] = (await world.rows()).values()
     assert row["status"] == "sent", row["reason"]
     assert len(world.sms.to("+8613800000001")) == 1
+
+
+def email_wave(world: World) -> list[PlannedMessage]:
+    """Every e-mail the planner makes due at 2023-05-18 09:00 (first reminders)."""
+    planned = world.plan(None, "2023-05-18T09:00", lambda m: m.channel == "email")
+    assert len(planned) >= 6
+    return planned
+
+
+async def test_a_stop_mid_run_hands_back_the_next_batch_it_already_claimed(world: World) -> None:
+    """Stopped during a batch's last send: nothing more is sent, and the next batch (claimed
+    ahead) and everything else return to pending, none left ``sending``."""
+    world.policy = RetryPolicy(max_attempts=3, batch=2, concurrency=1)
+    dispatcher = world.new_dispatcher()
+    planned = email_wave(world)
+    await world.insert(planned)
+    stop_after = 2  # the first batch
+
+    async def send(envelope: Envelope) -> SendResult:
+        result = await RecordingChannel.send(world.email, envelope)
+        if len(world.email.sent) == stop_after:
+            dispatcher.stopping.set()
+        return result
+
+    world.email.send = send  # type: ignore[method-assign]
+    stats = await dispatcher.run()
+    rows = (await world.rows()).values()
+    assert stats.sent == stop_after == len(world.email.sent)
+    assert Counter(r["status"] for r in rows) == {"sent": 2, "pending": len(planned) - 2}
+
+
+async def test_the_next_batch_is_claimed_while_the_last_message_is_still_being_sent(
+    world: World,
+) -> None:
+    """While the first batch's last message is with the channel, the next batch is claimed."""
+    world.policy = RetryPolicy(max_attempts=3, batch=2, concurrency=1)
+    dispatcher = world.new_dispatcher()
+    planned = email_wave(world)
+    await world.insert(planned)
+    waited: list[bool] = []
+    second_claim = asyncio.Event()
+    claim = world.outbox.claim
+    claims = 0
+
+    async def counting_claim(*args: Any, **kwargs: Any) -> list[Any]:
+        nonlocal claims
+        got = await claim(*args, **kwargs)
+        claims += 1
+        if claims == 2:
+            second_claim.set()
+        return got
+
+    async def send(envelope: Envelope) -> SendResult:
+        if len(world.email.calls) == 1:  # the first batch's last message: wait for the claim
+            await asyncio.wait_for(second_claim.wait(), 5)
+            waited.append(True)
+        return await RecordingChannel.send(world.email, envelope)
+
+    world.outbox.claim = counting_claim  # type: ignore[method-assign]
+    world.email.send = send  # type: ignore[method-assign]
+    await dispatcher.run()
+    assert waited == [True]
+    assert {r["status"] for r in (await world.rows()).values()} == {"sent"}
