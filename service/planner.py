@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import gc
 from collections import defaultdict
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -143,6 +143,7 @@ class Planner:
         channels = sorted({c for st in self.timeline.steps for c in st.channels} | {"email"})
         floors = {ch: self._floor(now, ch) for ch in channels}
         acc: dict[tuple[str, datetime, bool], dict[str, list[Item]]] = {}
+        owing: dict[tuple[str, str], list[str]] = {}
         for step in self.timeline.steps_between(since, now):
             opens = {ch: self._open(step.moment, ch) for ch in channels}
             ready = [k for k in acc if opens[k[0]] is None or k[1] < opens[k[0]]]  # type: ignore[operator]
@@ -155,7 +156,7 @@ class Planner:
                 for ch in step.channels
             }
             with _gc_paused():
-                self._collect(step, counts, timing, acc)
+                self._collect(step, counts, timing, acc, owing)
         if acc:
             with _gc_paused():
                 bundles = self._bundles(acc, now)
@@ -215,8 +216,13 @@ class Planner:
         counts: Counts,
         timing: Mapping[str, tuple[datetime, str, str]],
         acc: dict[tuple[str, datetime, bool], dict[str, list[Item]]],
+        owing: dict[tuple[str, str], list[str]],
     ) -> None:
-        """Add one step's items to the recipients' bundles (``acc``)."""
+        """Add one step's items to the recipients' bundles (``acc``).
+
+        ``owing`` caches, per occurrence, the units still short of its quota: an
+        occurrence has several steps (reminders, overdue, escalation) asking the same.
+        """
         # A national catch-up makes millions of these: everything that depends on the step
         # alone is looked up once here, not once per unit or message.
         get = counts.get
@@ -229,22 +235,19 @@ class Planner:
         notified = self._by_role(notify)
         occurrences = [(o.obligation, o.period, o.quota_min) for o in step.occurrences]
         single = occurrences[0] if len(occurrences) == 1 else None
-        # A CountTable hands out the occurrence's row once: an index per unit, no tuple.
-        single_row: bytearray | None = None  # None: nobody submitted it yet
-        by_position: Mapping[str, int] | None = None  # None: use ``get``
-        if single is not None and isinstance(counts, CountTable):
-            single_row, by_position = counts.row(single[0], single[1])
-        for unit in self.model.owers[obligation]:
-            if kind == "notice":
-                owed = occurrences
-            elif single is not None:  # most steps: one occurrence
-                if by_position is None:
-                    if get((unit, single[0], single[1]), 0) >= single[2]:
-                        continue  # submitted: never remind
-                elif single_row is not None:
-                    i = by_position.get(unit)
-                    if i is not None and single_row[i] >= single[2]:
-                        continue  # submitted: never remind
+        if kind == "notice":
+            units: Iterable[str] = self.model.owers[obligation]
+        elif single is not None:  # most steps: one occurrence, shared by its several steps
+            key = (single[0], single[1])
+            cached = owing.get(key)
+            if cached is None:
+                cached = owing[key] = self._owing(single, counts)
+            units = cached
+        else:
+            units = self.model.owers[obligation]
+        every = kind == "notice" or single is not None  # else: per unit, what is still short
+        for unit in units:
+            if every:
                 owed = occurrences
             else:  # only the occurrences still short of their quota: never remind a submitter
                 owed = [o for o in occurrences if get((unit, o[0], o[1]), 0) < o[2]]
@@ -260,6 +263,23 @@ class Planner:
                         bundles[person.id] = list(items)
                     else:
                         got += items
+
+    def _owing(self, occurrence: tuple[str, str, int], counts: Counts) -> list[str]:
+        """The units owing ``occurrence`` that are still short of its quota."""
+        obligation, period, need = occurrence
+        owers = self.model.owers[obligation]
+        if isinstance(counts, CountTable):  # the occurrence's row once: no tuple per unit
+            row, position = counts.row(obligation, period)
+            if row is None:
+                return list(owers)  # nobody submitted it yet
+            out = []
+            for unit in owers:
+                i = position.get(unit)
+                if i is None or row[i] < need:
+                    out.append(unit)
+            return out
+        get = counts.get
+        return [u for u in owers if get((u, obligation, period), 0) < need]
 
     def _bundles(
         self, groups: Mapping[tuple[str, datetime, bool], Mapping[str, list[Item]]], now: datetime

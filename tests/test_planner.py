@@ -380,3 +380,27 @@ def test_a_count_table_plans_exactly_what_a_dict_of_counts_plans(model: Campaign
     assert len(from_dict) > 100
     assert from_table == from_dict
     assert len(from_dict) < len(plan(model, None, "2023-12-31T23:00"))  # counts mattered
+
+
+def test_no_step_of_an_occurrence_reminds_a_unit_that_met_its_quota(
+    model: CampaignModel,
+) -> None:
+    """Over the whole campaign, reminders, overdue notices and escalations all leave out the
+    units that met an occurrence's quota (a different half for each occurrence), and reach
+    those that did not."""
+    units = sorted(model.directory.units)
+    counts = {
+        (unit, occ.obligation, occ.period): occ.quota_min
+        for i, occ in enumerate(model.occurrences)
+        for unit in units[i % 2 :: 2]
+    }
+    messages = plan(model, None, "2023-12-31T23:00", counts)
+    owed = [
+        (it["unit"], it["obligation"], it["period"], it["kind"])
+        for m in messages
+        if m.kind != "digest"
+        for it in m.items
+        if it["kind"] != "notice"
+    ]
+    assert not [o for o in owed if o[:3] in counts]
+    assert {"reminder", "overdue", "escalation"} <= {o[3] for o in owed}
