@@ -163,7 +163,7 @@ class Planner:
             yield bundles
         slot = self.timeline.latest_slot(since, now)
         if slot is not None:
-            yield self.digest_messages(slot, counts, now)
+            yield self.digest_messages(slot, counts, now, owing)
 
     def _open(self, moment: datetime, channel: str) -> datetime | None:
         """The first instant at or after ``moment`` in the channel's window (None: none)."""
@@ -378,25 +378,42 @@ class Planner:
         return "no sending window before it stops making sense"
 
     def overdue_for_digest(
-        self, slot: datetime, counts: Counts
+        self,
+        slot: datetime,
+        counts: Counts,
+        owing: dict[tuple[str, str], list[str]] | None = None,
     ) -> dict[str, list[tuple[str, str]]]:
-        """Scope unit -> [(unit, occurrence key)] overdue and past the supervisors' gate."""
+        """Scope unit -> [(unit, occurrence key)] overdue and past the supervisors' gate.
+
+        ``owing`` is the plan's cache of units still owing each occurrence (the steps
+        asked it already)."""
+        owing = {} if owing is None else owing
         by_scope: dict[str, list[tuple[str, str]]] = defaultdict(list)
+        ancestors = self._ancestors
         for gate in self.timeline.gates:
             if gate.moment > slot:
                 continue
             occ = gate.occurrence
-            for unit in self.model.owers[occ.obligation]:
-                if counts.get((unit, occ.obligation, occ.period), 0) < occ.quota_min:
-                    for ancestor in self._ancestors[unit]:
-                        by_scope[ancestor].append((unit, occ.key))
+            key = (occ.obligation, occ.period)
+            units = owing.get(key)
+            if units is None:
+                units = owing[key] = self._owing((*key, occ.quota_min), counts)
+            entry_key = occ.key
+            for unit in units:
+                entry = (unit, entry_key)
+                for ancestor in ancestors[unit]:
+                    by_scope[ancestor].append(entry)
         return by_scope
 
     def digest_messages(
-        self, slot: datetime, counts: Counts, now: datetime
+        self,
+        slot: datetime,
+        counts: Counts,
+        now: datetime,
+        owing: dict[tuple[str, str], list[str]] | None = None,
     ) -> list[PlannedMessage]:
         spec = self._camp.digest
-        by_scope = self.overdue_for_digest(slot, counts)
+        by_scope = self.overdue_for_digest(slot, counts, owing)
         nxt = self.timeline.next_slot_after(slot)
         expires = min(nxt, self.timeline.end) if nxt else self.timeline.end
         tz = self._camp.tz
