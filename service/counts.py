@@ -8,7 +8,7 @@ the planner and status code accept either.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 
 class CountTable:
@@ -39,6 +39,22 @@ class CountTable:
                 if got is None:
                     got = table[key] = bytearray(size)
                 row, last_obligation, last_period = got, obligation, period
+            value = row[i] + count
+            row[i] = value if value < 256 else 255
+
+    def add_occurrence(
+        self, obligation: str, period: str, units: Sequence[str], counts: Sequence[int]
+    ) -> None:
+        """:meth:`add_rows` for one occurrence's rows given as two columns (``units[k]``
+        submitted ``counts[k]``; a unit may repeat and its counts add up)."""
+        index = self._index
+        row = self._by_occurrence.get((obligation, period))
+        for unit, count in zip(units, counts, strict=True):
+            i = index.get(unit)
+            if i is None or count <= 0:
+                continue  # a unit removed from the directory no longer owes anything
+            if row is None:
+                row = self._by_occurrence[(obligation, period)] = bytearray(self._size)
             value = row[i] + count
             row[i] = value if value < 256 else 255
 

@@ -46,3 +46,25 @@ def test_counts_are_clamped_at_255() -> None:
     table = CountTable({"u0": 0})
     table.add_rows([("u0", "o", "p", 200), ("u0", "o", "p", 100)])
     assert table.get(("u0", "o", "p")) == 255
+
+
+def test_one_occurrence_as_two_columns_adds_up_like_rows() -> None:
+    """Units and counts given as columns (a unit repeated, a removed unit, a zero) add up
+    exactly as the same rows would."""
+    index = {u: i for i, u in enumerate(UNITS)}
+    units = ["u1", "u2", "u1", "gone", "u3", "u4"]
+    counts = [1, 2, 1, 5, 0, -1]
+    columns, rows = CountTable(index), CountTable(index)
+    columns.add_occurrence("weekly-progress", "2023-W22", units, counts)
+    rows.add_rows((u, "weekly-progress", "2023-W22", c) for u, c in zip(units, counts, strict=True))
+    for unit in UNITS:
+        key = (unit, "weekly-progress", "2023-W22")
+        assert columns.get(key) == rows.get(key)
+    assert columns.get(("u1", "weekly-progress", "2023-W22")) == 2
+
+
+def test_an_occurrence_with_nothing_counted_has_no_row() -> None:
+    """Only removed units or zero counts: the occurrence still reads as nobody submitted."""
+    table = CountTable({u: i for i, u in enumerate(UNITS)})
+    table.add_occurrence("weekly-progress", "2023-W22", ["gone", "u1"], [3, 0])
+    assert table.row("weekly-progress", "2023-W22")[0] is None
