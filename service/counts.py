@@ -24,21 +24,14 @@ class CountTable:
     def add_rows(self, rows: Iterable[tuple[str, str, str, int]]) -> None:
         """:meth:`add` for many (unit, obligation, period, count) rows; repeats add up."""
         index, table, size = self._index, self._by_occurrence, self._size
-        # Rows arrive mostly grouped by occurrence (a campaign's submissions come in waves,
-        # one period at a time): the current occurrence's row is kept at hand, and a key
-        # tuple and a table look-up are paid only when the occurrence changes.
-        last_obligation = last_period = None
-        row = bytearray()
         for unit, obligation, period, count in rows:  # ~10^6 rows nationally: kept lean
             i = index.get(unit)
             if i is None or count <= 0:
                 continue  # a unit removed from the directory no longer owes anything
-            if period != last_period or obligation != last_obligation:
-                key = (obligation, period)
-                got = table.get(key)
-                if got is None:
-                    got = table[key] = bytearray(size)
-                row, last_obligation, last_period = got, obligation, period
+            key = (obligation, period)
+            row = table.get(key)
+            if row is None:
+                row = table[key] = bytearray(size)
             value = row[i] + count
             row[i] = value if value < 256 else 255
 

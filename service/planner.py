@@ -238,11 +238,7 @@ class Planner:
         if kind == "notice":
             units: Iterable[str] = self.model.owers[obligation]
         elif single is not None:  # most steps: one occurrence, shared by its several steps
-            key = (single[0], single[1])
-            cached = owing.get(key)
-            if cached is None:
-                cached = owing[key] = self._owing(single, counts)
-            units = cached
+            units = self._owing(owing, single, counts)
         else:
             units = self.model.owers[obligation]
         every = kind == "notice" or single is not None  # else: per unit, what is still short
@@ -264,9 +260,22 @@ class Planner:
                     else:
                         got += items
 
-    def _owing(self, occurrence: tuple[str, str, int], counts: Counts) -> list[str]:
-        """The units owing ``occurrence`` that are still short of its quota."""
+    def _owing(
+        self,
+        cache: dict[tuple[str, str], list[str]],
+        occurrence: tuple[str, str, int],
+        counts: Counts,
+    ) -> list[str]:
+        """The units owing ``occurrence`` that are still short of its quota, found once per
+        plan (``cache``): an occurrence's reminders, overdue notice, escalation and the
+        digest all ask."""
         obligation, period, need = occurrence
+        got = cache.get((obligation, period))
+        if got is None:
+            got = cache[(obligation, period)] = self._still_short(obligation, period, need, counts)
+        return got
+
+    def _still_short(self, obligation: str, period: str, need: int, counts: Counts) -> list[str]:
         owers = self.model.owers[obligation]
         if isinstance(counts, CountTable):  # the occurrence's row once: no tuple per unit
             row, position = counts.row(obligation, period)
@@ -394,10 +403,7 @@ class Planner:
             if gate.moment > slot:
                 continue
             occ = gate.occurrence
-            key = (occ.obligation, occ.period)
-            units = owing.get(key)
-            if units is None:
-                units = owing[key] = self._owing((*key, occ.quota_min), counts)
+            units = self._owing(owing, (occ.obligation, occ.period, occ.quota_min), counts)
             entry_key = occ.key
             for unit in units:
                 entry = (unit, entry_key)

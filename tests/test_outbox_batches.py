@@ -4,7 +4,7 @@ transaction (on PostgreSQL one statement) decide exactly as one at a time would.
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -18,6 +18,15 @@ from tests.conftest import local
 CAMPAIGN = "jilin-2023"
 DAY = "2023-06-29"
 PHONE = "+8613800000001"
+
+
+async def one_due_message(outbox: Outbox, runtime: Runtime, clock: VirtualClock) -> datetime:
+    """Insert one planned message due at 2023-06-01 09:00 and move the clock there."""
+    moment = local("2023-06-01T09:00")
+    planned = runtime.planner.plan({}, moment - timedelta(minutes=1), moment).messages[:1]
+    await outbox.insert(planned, moment)
+    clock.set(moment)
+    return moment
 
 
 async def test_reservations_made_at_once_grant_a_number_exactly_its_limit(
@@ -51,10 +60,7 @@ async def test_a_second_transition_of_one_claim_in_the_same_commit_does_not_appl
 ) -> None:
     """Two results queued together for one claimed message: the first is recorded, once."""
     outbox = Outbox(migrated_engine, CAMPAIGN, lease_clock=clock)
-    moment = local("2023-06-01T09:00")
-    planned = runtime.planner.plan({}, moment - timedelta(minutes=1), moment).messages[:1]
-    await outbox.insert(planned, moment)
-    clock.set(moment)
+    moment = await one_due_message(outbox, runtime, clock)
     [msg] = await outbox.claim("w1", moment, 10, timedelta(minutes=5))
     first = outbox.finish(msg, "w1", moment, "sent", "", "sent", subject="s", body="b")
     second = outbox.retry_later(msg, "w1", moment, moment + timedelta(hours=1), "later")
@@ -71,10 +77,7 @@ async def test_a_transition_of_a_claim_another_worker_took_does_not_apply(
 ) -> None:
     """A result from a worker whose lease was taken over is refused; the new holder's applies."""
     outbox = Outbox(migrated_engine, CAMPAIGN, lease_clock=clock)
-    moment = local("2023-06-01T09:00")
-    planned = runtime.planner.plan({}, moment - timedelta(minutes=1), moment).messages[:1]
-    await outbox.insert(planned, moment)
-    clock.set(moment)
+    moment = await one_due_message(outbox, runtime, clock)
     [old] = await outbox.claim("w-old", moment, 10, timedelta(seconds=-1))
     [new] = await outbox.claim("w-new", moment, 10, timedelta(minutes=5))
     stale = outbox.finish(old, "w-old", moment, "sent", "", "sent", subject="s", body="old")
