@@ -219,6 +219,11 @@ SLOW_FILTERS = frozenset(
 SLOW_FILTER_INPUT = 50_000
 
 
+# Filters that return a number in constant time (a ``len``) or one pass over their
+# input: nothing to bound, and ``length`` is in every loop header of the templates.
+_UNGUARDED_FILTERS = frozenset({"length", "count"})
+
+
 def _guard_filter(env: BoundedEnvironment, name: str, func: Callable[..., Any]) -> Any:
     offset = 0 if _PassArg.from_obj(func) is None else 1
     slow = name in SLOW_FILTERS
@@ -268,6 +273,18 @@ class _BoundedCodeGenerator(CodeGenerator):
             nodes.EnvironmentAttribute("guard_iter"), [node.iter], [], None, None
         ).set_lineno(node.iter.lineno)
         super().visit_For(node, frame)
+
+    def visit_Call(self, node: nodes.Call, frame: Frame, forward_caller: bool = False) -> None:
+        # The loop guard is called directly, not through the sandbox's ``call`` hook
+        # (which checks and charges what a template calls; this call is our own).
+        # Templates cannot name environment attributes: only visit_For makes this node.
+        callee = node.node
+        if isinstance(callee, nodes.EnvironmentAttribute) and callee.name == "guard_iter":
+            self.write("environment.guard_iter(")
+            self.visit(node.args[0], frame)
+            self.write(")")
+            return
+        super().visit_Call(node, frame, forward_caller=forward_caller)
 
     def _guarded(self, visit: Callable[..., None], node: nodes.Node, frame: Frame) -> None:
         self.write("environment.guard_value(")
@@ -330,7 +347,10 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
         self.limits = limits or RenderLimits()
         self.globals.pop("lipsum", None)
         self.globals["range"] = _capped_range
-        self.filters = {name: _guard_filter(self, name, f) for name, f in self.filters.items()}
+        self.filters = {
+            name: f if name in _UNGUARDED_FILTERS else _guard_filter(self, name, f)
+            for name, f in self.filters.items()
+        }
 
     @contextmanager
     def metered(self, deadline: float | None = None) -> Iterator[_Meter]:

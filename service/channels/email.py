@@ -16,6 +16,7 @@ from email.message import EmailMessage
 from typing import Literal
 
 import aiosmtplib
+from aiosmtplib.email import quote_address
 
 from service.channels.base import (
     ChannelConfigError,
@@ -29,6 +30,7 @@ from service.channels.base import (
     mask_text,
     message_id_for,
 )
+from service.channels.mime import SIMPLE_ADDRESS
 
 # Re-exported: callers written before the split import them from here.
 from service.channels.mime import Clock as Clock
@@ -144,6 +146,17 @@ _STALE_SESSION = (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPResponseExce
 _TLS_NETWORK_ERRORS = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError)
 
 
+_RCPT_OK = (aiosmtplib.SMTPStatus.completed, aiosmtplib.SMTPStatus.will_forward)
+
+
+def _path(address: str) -> bytes:
+    """``<address>`` for MAIL FROM / RCPT TO: a plain dot-atom address as it is, anything
+    else the way aiosmtplib quotes it (a non-ASCII address fails to encode: refused)."""
+    if SIMPLE_ADDRESS.fullmatch(address):
+        return b"<" + address.encode("ascii") + b">"
+    return quote_address(address).encode("ascii")
+
+
 def _is_tls_failure(exc: BaseException) -> bool:
     seen: BaseException | None = exc
     for _ in range(8):  # bounded: cause chains can, in theory, loop
@@ -171,6 +184,7 @@ class EmailChannel:
             self._idle.put_nowait(client)
         self._closed = False
         self._last_used: dict[int, float] = {}  # id(client) -> monotonic time of last send
+        self._mail_from = b"FROM:" + _path(settings.from_addr)
 
     def __repr__(self) -> str:
         s = self.settings
@@ -263,21 +277,31 @@ class EmailChannel:
         return response
 
     async def _transaction(self, client: aiosmtplib.SMTP, raw: bytes, to: str) -> str:
-        """MAIL, RCPT, DATA for one recipient (``sendmail`` without re-validation).
+        """MAIL, RCPT, DATA for one recipient (``sendmail`` without its re-parsing).
 
-        Pre-rendered 7-bit bytes, so aiosmtplib does not copy and re-flatten the message.
-        A disconnect during MAIL FROM is marked (``stage = "mail"``): nothing was sent.
+        Pre-rendered 7-bit bytes, so aiosmtplib does not copy and re-flatten the message;
+        the envelope paths are quoted here (the sender's once), because aiosmtplib's
+        ``mail``/``rcpt`` re-parse every address with the stdlib parser (a fifth of the
+        client's CPU per message in bench figure 1). Refusals raise the same exceptions
+        as ``mail``/``rcpt``. A disconnect during MAIL FROM is marked (``stage =
+        "mail"``): nothing was sent.
         """
         if client.is_ehlo_or_helo_needed:
             await client.ehlo()
-        options = [f"size={len(raw)}"] if client.supports_extension("size") else []
+        size = [b"SIZE=%d" % len(raw)] if client.supports_extension("size") else []
         try:
-            await client.mail(self.settings.from_addr, options=options)
+            response = await client.execute_command(b"MAIL", self._mail_from, *size)
         except aiosmtplib.SMTPServerDisconnected as exc:
             exc.stage = "mail"  # type: ignore[attr-defined]
             raise
         try:
-            await client.rcpt(to)
+            if response.code != aiosmtplib.SMTPStatus.completed:
+                raise aiosmtplib.SMTPSenderRefused(
+                    response.code, response.message, self.settings.from_addr
+                )
+            response = await client.execute_command(b"RCPT", b"TO:" + _path(to))
+            if response.code not in _RCPT_OK:
+                raise aiosmtplib.SMTPRecipientRefused(response.code, response.message, to)
             response = await client.data(raw)
         except aiosmtplib.SMTPResponseException:
             # As sendmail: reset the envelope so the session stays usable.

@@ -227,7 +227,7 @@ def _date_field(date: datetime) -> str:
 
 # A plain dot-atom address (what the directory's validator lets through, nearly always)
 # is its own addr-spec; anything else goes through the stdlib parser.
-_SIMPLE_ADDRESS = re.compile(
+SIMPLE_ADDRESS = re.compile(
     r"[A-Za-z0-9_+-]+(?:\.[A-Za-z0-9_+-]+)*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+"
 )
 
@@ -239,7 +239,7 @@ def _address_field(name: str, display_name: str, address: str) -> str:
     _refuse_line_breaks(f"{name} address", address)
     if not address.isascii():
         raise ValueError(f"{name} address is not ASCII (SMTPUTF8 is not supported)")
-    if _SIMPLE_ADDRESS.fullmatch(address):
+    if SIMPLE_ADDRESS.fullmatch(address):
         spec = address
     else:
         try:

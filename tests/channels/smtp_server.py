@@ -19,6 +19,7 @@ class RecordingHandler:
         self.messages: asyncio.Queue[bytes] = asyncio.Queue()
         self.data_commands = 0
         self.noop_commands = 0
+        self.envelopes: list[tuple[str, list[str], list[str]]] = []  # from, to, MAIL options
 
     async def handle_NOOP(self, server: Any, session: Any, envelope: Any, arg: str) -> str:
         self.noop_commands += 1
@@ -28,6 +29,9 @@ class RecordingHandler:
         self.data_commands += 1
         status = self.data_status()
         if status is None:
+            self.envelopes.append(
+                (envelope.mail_from, list(envelope.rcpt_tos), list(envelope.mail_options))
+            )
             self.messages.put_nowait(envelope.original_content or envelope.content)
             return "250 2.0.0 OK queued"
         return status
@@ -63,6 +67,24 @@ class RefusingRcptHandler(RecordingHandler):
         self, server: Any, session: Any, envelope: Any, address: str, options: Any
     ) -> str:
         return self._status
+
+
+class RefusingMailHandler(RecordingHandler):
+    """Refuses every sender (MAIL FROM) with one status line; counts RSETs."""
+
+    def __init__(self, status: str) -> None:
+        super().__init__()
+        self._status = status
+        self.resets = 0
+
+    async def handle_MAIL(
+        self, server: Any, session: Any, envelope: Any, address: str, options: Any
+    ) -> str:
+        return self._status
+
+    async def handle_RSET(self, server: Any, session: Any, envelope: Any) -> str:
+        self.resets += 1
+        return "250 OK"
 
 
 class DroppingHandler(RecordingHandler):

@@ -37,6 +37,7 @@ from service.channels.email import (
 from tests.channels.smtp_server import (
     DroppingHandler,
     RecordingHandler,
+    RefusingMailHandler,
     RefusingRcptHandler,
     RunningServer,
     ScriptedDataHandler,
@@ -253,6 +254,48 @@ async def test_refused_recipient_550_is_permanent() -> None:
         finally:
             await channel.aclose()
     assert caught.value.code == "550"
+
+
+async def test_envelope_names_the_sender_the_recipient_and_the_size() -> None:
+    """MAIL FROM is the configured sender with SIZE, RCPT TO the envelope's address."""
+    handler = RecordingHandler()
+    async with running_server(handler) as server:
+        channel = EmailChannel(settings(server))
+        try:
+            await channel.send(envelope())
+        finally:
+            await channel.aclose()
+        raw = await handler.next_message()
+    sender, recipients, options = handler.envelopes[0]
+    assert (sender, recipients) == ("ajw@example.gov.cn", ["zhangsan@163.com"])
+    assert options == [f"SIZE={len(raw)}"]
+
+
+async def test_an_address_outside_the_plain_form_is_quoted_as_aiosmtplib_does() -> None:
+    """A quoted local part reaches RCPT TO the way aiosmtplib's own rcpt sends it."""
+    handler = RecordingHandler()
+    async with running_server(handler) as server:
+        channel = EmailChannel(settings(server))
+        try:
+            await channel.send(envelope(address='"zhang san"@163.com'))
+        finally:
+            await channel.aclose()
+    assert handler.envelopes[0][1] == ['"zhang san"@163.com']
+
+
+async def test_refused_sender_is_permanent_and_the_session_is_reset() -> None:
+    """A 550 on MAIL FROM is permanent (code 550) and the envelope is reset for reuse."""
+    handler = RefusingMailHandler("550 5.7.1 sender not allowed")
+    async with running_server(handler) as server:
+        channel = EmailChannel(settings(server, pool_size=1))
+        try:
+            with pytest.raises(PermanentDeliveryError) as caught:
+                await channel.send(envelope())
+        finally:
+            await channel.aclose()
+    assert caught.value.code == "550"
+    assert isinstance(caught.value.__cause__, aiosmtplib.SMTPSenderRefused)
+    assert handler.resets == 1
 
 
 async def test_dropped_connection_is_transient_and_not_resent() -> None:
