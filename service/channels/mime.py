@@ -7,7 +7,6 @@ encoded-words), headers that refuse CR/LF. Written directly instead of through
 
 from __future__ import annotations
 
-import base64
 import binascii
 import email
 import email.policy
@@ -125,6 +124,7 @@ _ATOM_PHRASE = re.compile(rf"{_ATEXT}(?: {_ATEXT})*")  # a display name needing 
 _PRINTABLE = re.compile(r"[ -~]*")
 _TOKEN = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")  # RFC 2045 token
 _MSG_ID_DOMAIN = re.compile(r"[!-;=?-~]+")  # printable ASCII except space, < and >
+_KEY_AS_IS = re.compile(r"[!-$&-~]*")  # printable ASCII except space and %
 
 
 class _Field:
@@ -200,6 +200,7 @@ def _quoted(value: str) -> str:
     return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+@functools.lru_cache(maxsize=1024)  # a busy moment sends one subject to many people
 def _unstructured(name: str, text: str) -> str:
     """Subject-like field: plain ASCII words as they are, anything else RFC 2047.
 
@@ -274,6 +275,8 @@ def campaign_key_header(key: str) -> str:
     ``%``, a non-ASCII character) is percent-encoded as UTF-8, so the value is the same
     whatever parser reads it.
     """
+    if _KEY_AS_IS.fullmatch(key):
+        return key
     return "".join(
         char if "!" <= char <= "~" and char != "%" else urllib.parse.quote(char, safe="")
         for char in key
@@ -295,7 +298,9 @@ def _message_id_field(key: str, domain: str) -> str:
 
 def _base64_body(data: bytes) -> bytes:
     """Base64 in 76-character CRLF lines (57 input bytes each)."""
-    return base64.encodebytes(data).replace(b"\n", b"\r\n")
+    # One b2a_base64 call, then cut: encodebytes calls it per line and re-joins.
+    encoded = binascii.b2a_base64(data, newline=False)
+    return b"".join([encoded[i : i + 76] + b"\r\n" for i in range(0, len(encoded), 76)])
 
 
 def _text_part(subtype: str, text: str) -> bytes:
