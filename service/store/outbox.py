@@ -26,7 +26,7 @@ from ..planner import PlannedMessage
 from .group_commit import GroupCommit
 from .limits import check_row, fit_column
 from .merge import merge_items
-from .pg_fast import apply_transitions, reserve_slots
+from .outbox_reads import OutboxReads
 from .recording import (
     INT32_MAX,
     WORKER_CHARS,
@@ -36,7 +36,9 @@ from .recording import (
     reason_text,
     salvage,
 )
-from .tables import delivery_attempts, messages, planner_state, sms_quota
+from .sms_cap import SmsCap
+from .tables import messages, planner_state
+from .transitions import ATTEMPTS_PLUS_ONE, ATTEMPTS_SAME, apply_transitions
 
 log = structlog.get_logger("service.outbox")
 FINAL = ("sent", "cancelled", "stale", "failed")
@@ -102,29 +104,7 @@ _PG_PLANNING_LOCK = 0x5EC0_0002  # advisory lock class (db.py's migration lock i
 _Transition = Transition
 
 
-def _split(values: dict[str, Any]) -> tuple[list[str], dict[str, Any]]:
-    """(columns set from plain values, columns set by SQL expressions) of a transition."""
-    plain = sorted(k for k, v in values.items() if not isinstance(v, sa.ColumnElement))
-    sql = {k: v for k, v in values.items() if isinstance(v, sa.ColumnElement)}
-    return plain, sql
-
-
-def _shape(values: dict[str, Any]) -> tuple[Any, ...]:
-    """Transitions of one shape share one UPDATE statement (executemany).
-
-    SQL expressions are told apart by identity: the transitions below reuse the two
-    module-level ones, anything else gets a statement of its own.
-    """
-    plain, sql = _split(values)
-    return tuple(plain), tuple((k, id(v)) for k, v in sorted(sql.items()))
-
-
-# Shared (immutable) SQL expressions, so that transitions have comparable shapes.
-_ATTEMPTS_PLUS_ONE = messages.c.attempts + 1
-_ATTEMPTS_SAME = messages.c.attempts
-
-
-class Outbox:
+class Outbox(OutboxReads):
     """The messages of one campaign.
 
     Leases are judged by ``lease_clock``, the real wall clock unless a test injects one,
@@ -141,28 +121,7 @@ class Outbox:
         self.lease_clock = lease_clock or RealClock()
         self._pg = engine.dialect.name == "postgresql"
         self._commits: GroupCommit[_Transition] = GroupCommit(self._apply, salvage=salvage)
-        # SMS slot reservations of concurrent senders share one transaction (no linger:
-        # the sender waits for its answer); each stays one conditional upsert, in order.
-        self._reservations: GroupCommit[tuple[str, str, int]] = GroupCommit(
-            self._reserve_many, linger=0, reconnect=False
-        )
-        # Built once (bound parameters): building it per SMS cost more than running it.
-        q = sms_quota.c
-        self._reserve_stmt = (
-            (pg_insert if self._pg else sqlite_insert)(sms_quota)
-            .values(
-                campaign=self.campaign,
-                phone=sa.bindparam("r_phone"),
-                day=sa.bindparam("r_day"),
-                used=1,
-            )
-            .on_conflict_do_update(
-                index_elements=[q.campaign, q.phone, q.day],
-                set_={"used": q.used + 1},
-                where=q.used < sa.bindparam("r_limit"),
-            )
-            .returning(q.used)
-        )
+        self.sms_cap = SmsCap(engine, campaign)
 
     async def insert(self, planned: Sequence[PlannedMessage], now: datetime) -> int:
         """Insert planned messages; existing keys are left alone. Returns how many were new.
@@ -338,9 +297,9 @@ class Outbox:
             "reason": reason,
             "updated_at": now,
             "lease_until": None,
-            "attempts": _ATTEMPTS_PLUS_ONE
+            "attempts": ATTEMPTS_PLUS_ONE
             if outcome in ("sent", "permanent", "transient")
-            else _ATTEMPTS_SAME,
+            else ATTEMPTS_SAME,
         }
         if status == "sent":
             values.update(
@@ -371,7 +330,7 @@ class Outbox:
             "claimed_by": None,
         }
         if count_attempt:
-            values["attempts"] = _ATTEMPTS_PLUS_ONE
+            values["attempts"] = ATTEMPTS_PLUS_ONE
         return self._transition(msg, worker, now, values, outcome, error, None, duration_ms)
 
     async def release(self, claimed: Sequence[Claimed], worker: str, now: datetime) -> None:
@@ -415,178 +374,7 @@ class Outbox:
         return self._commits.enqueue((msg.id, worker, values, attempt))
 
     async def _apply(self, items: list[_Transition]) -> list[bool]:
-        """Apply queued transitions in one transaction (group commit).
-
-        A transition applies only while its worker still holds the claim (``sending``,
-        ``claimed_by``). The rows still held are read and locked first (PostgreSQL: ``FOR
-        UPDATE``; SQLite: the transaction's write lock), so the updates that follow apply
-        exactly to them; the updates go out as one executemany per shape of values instead
-        of one statement per message. A later transition of the same claim in one batch
-        finds it no longer ``sending``, as it would have one statement at a time.
-        """
-        m = messages.c
-        async with self.engine.begin() as conn:
-            if self._pg:
-                fast = await apply_transitions(conn, items, _ATTEMPTS_PLUS_ONE, _ATTEMPTS_SAME)
-                if fast is not None:
-                    return fast
-            rows = await conn.execute(
-                sa.select(m.id, m.claimed_by)
-                .where(m.id.in_(sorted({item[0] for item in items})), m.status == "sending")
-                .with_for_update()
-            )
-            held = {(mid, worker) for mid, worker in rows}
-            results = []
-            groups: dict[tuple[Any, ...], list[_Transition]] = {}
-            for item in items:
-                mid, worker, values, _ = item
-                ok = (mid, worker) in held
-                results.append(ok)
-                if ok:
-                    held.discard((mid, worker))  # it leaves ``sending`` with this transition
-                    groups.setdefault(_shape(values), []).append(item)
-            for group in groups.values():
-                plain, sql = _split(group[0][2])
-                stmt = (
-                    sa.update(messages)
-                    .where(
-                        m.id == sa.bindparam("_id"),
-                        m.claimed_by == sa.bindparam("_worker"),
-                        m.status == "sending",
-                    )
-                    .values({k: sa.bindparam(f"_v_{k}") for k in plain} | sql)
-                )
-                await conn.execute(
-                    stmt,
-                    [
-                        {"_id": mid, "_worker": worker} | {f"_v_{k}": values[k] for k in plain}
-                        for mid, worker, values, _ in group
-                    ],
-                )
-            attempts = [item[3] for item, ok in zip(items, results, strict=True) if ok]
-            if attempts:
-                await conn.execute(delivery_attempts.insert(), attempts)
-        return results
-
-    async def next_attempt_at(self) -> datetime | None:
-        m = messages.c
-        async with self.engine.connect() as conn:
-            moment: datetime | None = (
-                await conn.execute(
-                    sa.select(sa.func.min(m.next_attempt_at)).where(
-                        m.campaign == self.campaign, m.status == "pending"
-                    )
-                )
-            ).scalar_one_or_none()
-        return moment
-
-    async def reserve_sms(self, phone: str, day: str, limit: int) -> bool:
-        """Take one of the phone number's SMS slots for ``day`` while fewer than ``limit``
-        are used (one conditional upsert: every replica shares the count). Reservations
-        made at the same time share a transaction; each is still its own upsert."""
-        if limit <= 0:
-            return False
-        return await self._reservations.submit((phone, day, limit))
-
-    async def _reserve_many(self, items: list[tuple[str, str, int]]) -> list[bool]:
-        stmt = self._reserve_stmt
-        out = [False] * len(items)
-        # Rows are locked in one order (day, phone) in every replica: no deadlock between
-        # two replicas' batches; two reservations of one number keep their own order.
-        order = sorted(range(len(items)), key=lambda i: items[i][:2][::-1])
-        async with self.engine.begin() as conn:
-            if self._pg:
-                return await reserve_slots(conn, self.campaign, items)
-            for i in order:
-                phone, day, limit = items[i]
-                params = {"r_phone": phone, "r_day": day, "r_limit": limit}
-                out[i] = (await conn.execute(stmt, params)).first() is not None
-        return out
-
-    async def release_sms(self, phone: str, day: str) -> None:
-        """Give a slot back: the provider did not accept the message."""
-        q = sms_quota.c
-        async with self.engine.begin() as conn:
-            await conn.execute(
-                sa.update(sms_quota)
-                .where(q.campaign == self.campaign, q.phone == phone, q.day == day, q.used > 0)
-                .values(used=q.used - 1)
-            )
-
-    async def sms_sent_since(self, recipients: Sequence[str], since: datetime) -> dict[str, int]:
-        """SMS already sent to each recipient since ``since`` (for the daily cap)."""
-        m = messages.c
-        out: dict[str, int] = {}
-        async with self.engine.connect() as conn:
-            for i in range(0, len(recipients), _CHUNK):
-                rows = await conn.execute(
-                    sa.select(m.recipient_id, sa.func.count())
-                    .where(
-                        m.campaign == self.campaign,
-                        m.recipient_id.in_(list(recipients[i : i + _CHUNK])),
-                        m.channel == "sms",
-                        m.status == "sent",
-                        m.sent_at >= since,
-                    )
-                    .group_by(m.recipient_id)
-                )
-                out.update({r[0]: int(r[1]) for r in rows})
-        return out
-
-    async def status_counts(self) -> dict[str, int]:
-        m = messages.c
-        async with self.engine.connect() as conn:
-            rows = await conn.execute(
-                sa.select(m.status, sa.func.count())
-                .where(m.campaign == self.campaign)
-                .group_by(m.status)
-            )
-            return {r[0]: int(r[1]) for r in rows}
-
-    async def rows(self, status: str | None = None) -> list[dict[str, Any]]:
-        return [row async for row in self.iter_rows(status)]
-
-    async def iter_rows(
-        self, status: str | None = None, by_key: bool = False
-    ) -> AsyncIterator[dict[str, Any]]:
-        """Every message of the campaign, streamed in ``sent_at`` order (then id, or key).
-
-        A national replay ends with ~10^6 rows: exports read them in partitions instead
-        of holding them all.
-        """
-        m = messages.c
-        query = sa.select(messages).where(m.campaign == self.campaign)
-        query = query.order_by(m.sent_at, m.idem_key if by_key else m.id)
-        if status:
-            query = query.where(m.status == status)
-        async with self.engine.connect() as conn:
-            result = await conn.stream(query)
-            async for partition in result.partitions(_CHUNK):
-                for row in partition:
-                    yield dict(row._mapping)
-
-    async def last_sent_items(
-        self, recipient_id: str, channel: str, kind: str, before: datetime
-    ) -> list[dict[str, Any]] | None:
-        """The items of the last message of ``kind`` sent to the recipient on the channel
-        before ``before`` (None: there was none) — what a digest compares itself with."""
-        m = messages.c
-        query = (
-            sa.select(m["items"])
-            .where(
-                m.campaign == self.campaign,
-                m.recipient_id == recipient_id,
-                m.channel == channel,
-                m.kind == kind,
-                m.status == "sent",
-                m.sent_at < before,
-            )
-            .order_by(m.sent_at.desc())
-            .limit(1)
-        )
-        async with self.engine.connect() as conn:
-            row = (await conn.execute(query)).first()
-        return None if row is None else list(row[0] or [])
+        return await apply_transitions(self.engine, self._pg, items)
 
     async def requeue(self, keys: list[str]) -> int:
         """Put failed messages back to pending (the operator fixed the cause); returns how
@@ -617,3 +405,13 @@ class Outbox:
                 )
                 done += result.rowcount
         return done
+
+    # The SMS cap's own module; these names are what the dispatcher and tests call.
+    async def reserve_sms(self, phone: str, day: str, limit: int) -> bool:
+        return await self.sms_cap.reserve(phone, day, limit)
+
+    async def release_sms(self, phone: str, day: str) -> None:
+        await self.sms_cap.release(phone, day)
+
+    async def sms_sent_since(self, recipients: Sequence[str], since: datetime) -> dict[str, int]:
+        return await self.sms_cap.sent_since(recipients, since)
