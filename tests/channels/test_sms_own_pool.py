@@ -1,5 +1,5 @@
-"""A channel without a borrowed client posts through its own httpx connection pool (no
-client layers) and behaves exactly as with a client: same requests, results, errors."""
+"""A channel without a borrowed client posts through its own connection pool (LeanTransport,
+no client layers) and behaves exactly as with a client: same requests, results, errors."""
 
 from __future__ import annotations
 
@@ -55,8 +55,9 @@ async def test_own_pool_is_closed_by_aclose(make_webhook, make_envelope) -> None
     await channel.send(make_envelope())
     transport = channel._transport
     assert transport is not None
+    assert transport.open_connections == 1
     await channel.aclose()
-    assert not transport._pool.connections
+    assert transport.open_connections == 0
 
 
 async def test_refused_connection_through_own_pool_is_transient(
