@@ -284,13 +284,15 @@ class EmailChannel:
         ``mail``/``rcpt`` re-parse every address with the stdlib parser (a fifth of the
         client's CPU per message in bench figure 1). Refusals raise the same exceptions
         as ``mail``/``rcpt``. A disconnect during MAIL FROM is marked (``stage =
-        "mail"``): nothing was sent.
+        "mail"``): nothing was sent. No per-command timeout: :meth:`send` bounds the whole
+        attempt (``settings.timeout``), and a per-command one is a timer and a future more
+        per reply.
         """
         if client.is_ehlo_or_helo_needed:
             await client.ehlo()
         size = [b"SIZE=%d" % len(raw)] if client.supports_extension("size") else []
         try:
-            response = await client.execute_command(b"MAIL", self._mail_from, *size)
+            response = await client.execute_command(b"MAIL", self._mail_from, *size, timeout=None)
         except aiosmtplib.SMTPServerDisconnected as exc:
             exc.stage = "mail"  # type: ignore[attr-defined]
             raise
@@ -299,10 +301,10 @@ class EmailChannel:
                 raise aiosmtplib.SMTPSenderRefused(
                     response.code, response.message, self.settings.from_addr
                 )
-            response = await client.execute_command(b"RCPT", b"TO:" + _path(to))
+            response = await client.execute_command(b"RCPT", b"TO:" + _path(to), timeout=None)
             if response.code not in _RCPT_OK:
                 raise aiosmtplib.SMTPRecipientRefused(response.code, response.message, to)
-            response = await client.data(raw)
+            response = await client.data(raw, timeout=None)
         except aiosmtplib.SMTPResponseException:
             # As sendmail: reset the envelope so the session stays usable.
             with contextlib.suppress(ConnectionError, aiosmtplib.SMTPResponseException):

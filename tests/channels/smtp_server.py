@@ -87,6 +87,20 @@ class RefusingMailHandler(RecordingHandler):
         return "250 OK"
 
 
+class StallingRcptHandler(RecordingHandler):
+    """Never answers RCPT TO (until released): a server that went silent mid-transaction."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, options: Any
+    ) -> str:
+        await self.release.wait()
+        return "250 OK"
+
+
 class DroppingHandler(RecordingHandler):
     """Hangs up after receiving the message body, before answering it."""
 

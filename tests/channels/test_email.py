@@ -41,6 +41,7 @@ from tests.channels.smtp_server import (
     RefusingRcptHandler,
     RunningServer,
     ScriptedDataHandler,
+    StallingRcptHandler,
     password_authenticator,
     running_server,
 )
@@ -296,6 +297,21 @@ async def test_refused_sender_is_permanent_and_the_session_is_reset() -> None:
     assert caught.value.code == "550"
     assert isinstance(caught.value.__cause__, aiosmtplib.SMTPSenderRefused)
     assert handler.resets == 1
+
+
+async def test_a_server_silent_mid_transaction_fails_the_attempt_at_its_timeout() -> None:
+    """No reply to RCPT: the attempt ends transient at the channel's timeout, not later."""
+    handler = StallingRcptHandler()
+    async with running_server(handler) as server:
+        channel = EmailChannel(settings(server, timeout=0.5))
+        started = asyncio.get_running_loop().time()
+        try:
+            with pytest.raises(TransientDeliveryError):
+                await channel.send(envelope())
+        finally:
+            handler.release.set()
+            await channel.aclose()
+    assert asyncio.get_running_loop().time() - started < 3.0
 
 
 async def test_dropped_connection_is_transient_and_not_resent() -> None:
