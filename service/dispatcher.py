@@ -253,6 +253,10 @@ class Dispatcher:
             kind, ctx, attachments, dropped = compose(rt, msg, person, counts, now, previous)
             if ctx is None:
                 return await self._end(msg, now, "cancelled", f"reason disappeared: {dropped}")
+            # Preparing a message is ~0.4 ms of CPU in one piece; the replies of the
+            # sessions already sending queue behind it. Two yields cut it in three, so a
+            # reply waits for a third of it (bench figure 1: +5 % with two SMTP sessions).
+            await asyncio.sleep(0)
             link = self._link(msg, kind, person, now)
             if link is not None:
                 ctx["link"] = link
@@ -262,6 +266,7 @@ class Dispatcher:
             return await self._end(
                 msg, now, "failed", f"internal error: {type(exc).__name__}: {exc}"
             )
+        await asyncio.sleep(0)
         if msg.channel != "sms":
             return await self._send(msg, envelope, now, link["url"] if link else "")
         return await self._send_capped(msg, kind, envelope, now)
