@@ -67,7 +67,7 @@ def write_channels(path: Path, smtp_port: int, http_port: int, pool_size: int) -
 async def reset_outbox(database: str) -> None:
     conn = await pg_connect(database)
     try:
-        await conn.execute("TRUNCATE messages, delivery_attempts, planner_state CASCADE")
+        await conn.execute("TRUNCATE messages, delivery_attempts, planner_state, sms_quota CASCADE")
     finally:
         await conn.close()
 

@@ -15,11 +15,21 @@ from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 class RecordingHandler:
     """Accepts every message and queues its raw bytes for the test to inspect."""
 
+    pipelining = False  # offer PIPELINING in EHLO, as real relays do (aiosmtpd does not)
+
     def __init__(self) -> None:
         self.messages: asyncio.Queue[bytes] = asyncio.Queue()
         self.data_commands = 0
         self.noop_commands = 0
         self.envelopes: list[tuple[str, list[str], list[str]]] = []  # from, to, MAIL options
+
+    async def handle_EHLO(
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname  # aiosmtpd leaves it to a hook that replaces EHLO
+        if self.pipelining:
+            responses.insert(-1, "250-PIPELINING")
+        return responses
 
     async def handle_NOOP(self, server: Any, session: Any, envelope: Any, arg: str) -> str:
         self.noop_commands += 1

@@ -48,6 +48,14 @@ from tests.channels.smtp_server import (
 
 trustme = pytest.importorskip("trustme")
 
+
+@pytest.fixture(autouse=True, params=[False, True], ids=["sequential", "pipelined"])
+def server_pipelining(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
+    """Every conversation here runs against a server without and with PIPELINING."""
+    monkeypatch.setattr(RecordingHandler, "pipelining", request.param)
+    return bool(request.param)
+
+
 KEY = "2024-spring/liaison/2024-05/changchun/step1/zhangsan/email"
 DOMAIN = "reminders.example.gov.cn"
 SUBJECT = "【提醒】请于5月22日前报送联络员反馈表"
