@@ -4,15 +4,18 @@ transaction (on PostgreSQL one statement) decide exactly as one at a time would.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from datetime import datetime, timedelta
 
+import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+import service.store.outbox as outbox_module
 from service.clock import VirtualClock
 from service.runtime import Runtime
 from service.store.outbox import Outbox
-from service.store.tables import delivery_attempts
+from service.store.tables import delivery_attempts, messages
 from tests.conftest import local
 
 CAMPAIGN = "jilin-2023"
@@ -85,3 +88,33 @@ async def test_a_transition_of_a_claim_another_worker_took_does_not_apply(
     assert await asyncio.gather(stale, fresh) == [False, True]
     [row] = await outbox.rows()
     assert (row["status"], row["claimed_by"], row["reason"]) == ("pending", None, "busy")
+
+
+async def test_planned_rows_are_stored_alike_by_the_fast_and_the_portable_insert(
+    migrated_engine: AsyncEngine, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL's one-statement insert stores what the portable insert stores, in order."""
+    if migrated_engine.dialect.name != "postgresql":
+        pytest.skip("the one-statement insert is PostgreSQL's; SQLite has only the portable one")
+    moment = local("2023-06-29T09:00")
+    planned = runtime.planner.plan({}, moment - timedelta(days=40), moment).messages
+    # A message without items (none planned today) is stored as JSON null by both.
+    planned.append(dataclasses.replace(planned[0], key=planned[0].key + "/bare", items=[]))
+    outbox = Outbox(migrated_engine, CAMPAIGN)
+    stored = []
+    for fast in (True, False):
+        if not fast:  # the fast path declining (as for a naive moment): portable statement
+
+            async def declined(*args: object) -> None:
+                return None
+
+            monkeypatch.setattr(outbox_module, "pg_insert_planned", declined)
+        assert await outbox.insert(planned, moment) == len(planned)
+        async with migrated_engine.begin() as conn:
+            sql_null = messages.c["items"].is_(None).label("sql_null")  # JSON null is not NULL
+            query = sa.select(messages, sql_null).order_by(messages.c.id)
+            rows = (await conn.execute(query)).all()
+            await conn.execute(sa.delete(messages))
+        stored.append([row._asdict() | {"id": None} for row in rows])
+    assert stored[0] == stored[1]
+    assert [row["idem_key"] for row in stored[0]] == [m.key for m in planned]

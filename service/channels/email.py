@@ -325,7 +325,8 @@ class EmailChannel:
             raise ValueError("recipient contains a line break")
         mail = self._mail_from + (b" SIZE=%d" % len(raw) if size else b"")
         try:
-            return await wire.send_mail(mail, rcpt, raw)
+            # The MIME writer's output is CRLF-only 7-bit (tests/channels: assert_wire_clean).
+            return await wire.send_mail(mail, rcpt, raw, crlf=True)
         except aiosmtplib.SMTPResponseException:
             with contextlib.suppress(ConnectionError, aiosmtplib.SMTPResponseException):
                 await wire.command(b"RSET")

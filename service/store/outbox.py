@@ -27,6 +27,7 @@ from .group_commit import GroupCommit
 from .limits import check_row, fit_column
 from .merge import merge_items
 from .outbox_reads import OutboxReads
+from .pg_fast import insert_planned as pg_insert_planned
 from .recording import (
     INT32_MAX,
     WORKER_CHARS,
@@ -120,6 +121,8 @@ class Outbox(OutboxReads):
         self.campaign = campaign
         self.lease_clock = lease_clock or RealClock()
         self._pg = engine.dialect.name == "postgresql"
+        # PostgreSQL's one-statement group commits need no BEGIN/COMMIT (transitions.py).
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         self._commits: GroupCommit[_Transition] = GroupCommit(self._apply, salvage=salvage)
         self.sms_cap = SmsCap(engine, campaign)
 
@@ -166,7 +169,12 @@ class Outbox(OutboxReads):
                     }
                     for m in chunk
                 ]
-                inserted = {r[0] for r in (await conn.execute(stmt, bounded(rows))).all()}
+                fitted = bounded(rows)
+                fast = await pg_insert_planned(conn, campaign, now, fitted) if self._pg else None
+                if fast is not None:
+                    inserted = fast
+                else:
+                    inserted = {r[0] for r in (await conn.execute(stmt, fitted)).all()}
                 new += len(inserted)
                 if len(inserted) < len(chunk):
                     clashes = [
@@ -374,7 +382,7 @@ class Outbox(OutboxReads):
         return self._commits.enqueue((msg.id, worker, values, attempt))
 
     async def _apply(self, items: list[_Transition]) -> list[bool]:
-        return await apply_transitions(self.engine, self._pg, items)
+        return await apply_transitions(self.engine, self._pg, items, self._autocommit)
 
     async def requeue(self, keys: list[str]) -> int:
         """Put failed messages back to pending (the operator fixed the cause); returns how

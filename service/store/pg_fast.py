@@ -11,7 +11,9 @@ the portable statements in :mod:`service.store.outbox`.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -195,3 +197,67 @@ async def reserve_slots(
         for i in members:
             out[i] = (items[i][0], items[i][1]) in taken
     return out
+
+
+# Planned messages: one statement per chunk over arrays, instead of SQLAlchemy's
+# multi-row VALUES (18 bind parameters per row to build and send). Rows go in in plan
+# order (ORDINALITY), as the VALUES list put them.
+_INSERT = """
+INSERT INTO messages (idem_key, campaign, kind, step, obligation, periods, units,
+                      recipient_id, channel, address, due_at, next_attempt_at, expires_at,
+                      status, reason, created_at, updated_at, items)
+SELECT t.k, $1, t.kind, t.step, t.obligation, t.periods::json, t.units::json,
+       t.recipient, t.channel, t.address, t.due, t.next_at, t.expires,
+       t.status, t.reason, $2, $2, t.items::json
+FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
+            $9::text[], $10::text[], $11::text[], $12::timestamptz[], $13::timestamptz[],
+            $14::timestamptz[], $15::text[], $16::text[], $17::text[])
+     WITH ORDINALITY AS t(k, kind, step, obligation, periods, units, recipient, channel,
+                          address, due, next_at, expires, status, reason, items, n)
+ORDER BY t.n
+ON CONFLICT (idem_key) DO NOTHING
+RETURNING idem_key
+"""
+_ROW = (
+    "idem_key",
+    "kind",
+    "step",
+    "obligation",
+    "periods",
+    "units",
+    "recipient_id",
+    "channel",
+    "address",
+    "due_at",
+    "next_attempt_at",
+    "expires_at",
+    "status",
+    "reason",
+    "items",
+)
+_JSON = frozenset({"periods", "units", "items"})
+_MOMENTS = ("due_at", "next_attempt_at", "expires_at")
+
+
+async def insert_planned(
+    conn: AsyncConnection, campaign: str, now: datetime, rows: Sequence[dict[str, Any]]
+) -> set[str] | None:
+    """Insert ``rows`` (already fitted to their columns); the keys that were new.
+
+    None, with nothing written, when a moment is naive: the portable path refuses it with
+    its own error. JSON is encoded as SQLAlchemy's ``JSON`` type does (``None`` → JSON
+    ``null``), so both paths store the same values.
+    """
+    if now.tzinfo is None:
+        return None
+    for row in rows:
+        for name in _MOMENTS:
+            moment = row[name]
+            if moment is not None and moment.tzinfo is None:
+                return None
+    columns = [
+        [json.dumps(row[name]) for row in rows] if name in _JSON else [row[name] for row in rows]
+        for name in _ROW
+    ]
+    result = await conn.exec_driver_sql(_INSERT, (campaign, now, *columns))
+    return {row[0] for row in result.all()}

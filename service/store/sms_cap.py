@@ -29,6 +29,7 @@ class SmsCap:
         self.engine = engine
         self.campaign = campaign
         self._pg = engine.dialect.name == "postgresql"
+        self._autocommit = engine.execution_options(isolation_level="AUTOCOMMIT")
         # Reservations of concurrent senders share one transaction (no linger: the
         # sender waits for its answer); each stays one conditional upsert, in order.
         self._reservations: GroupCommit[tuple[str, str, int]] = GroupCommit(
@@ -66,6 +67,12 @@ class SmsCap:
         # Rows are locked in one order (day, phone) in every replica: no deadlock between
         # two replicas' batches; two reservations of one number keep their own order.
         order = sorted(range(len(items)), key=lambda i: items[i][:2][::-1])
+        if self._pg and len({item[:2] for item in items}) == len(items):
+            # Every number once: one statement, a transaction by itself (autocommit saves
+            # the BEGIN and COMMIT round trips). Several slots of one number take several
+            # statements, which must share one transaction (below).
+            async with self._autocommit.connect() as conn:
+                return await reserve_slots(conn, self.campaign, items)
         async with self.engine.begin() as conn:
             if self._pg:
                 return await reserve_slots(conn, self.campaign, items)

@@ -34,7 +34,9 @@ ATTEMPTS_PLUS_ONE = messages.c.attempts + 1
 ATTEMPTS_SAME = messages.c.attempts
 
 
-async def apply_transitions(engine: AsyncEngine, pg: bool, items: list[Transition]) -> list[bool]:
+async def apply_transitions(
+    engine: AsyncEngine, pg: bool, items: list[Transition], autocommit: AsyncEngine | None = None
+) -> list[bool]:
     """Apply queued transitions in one transaction (group commit).
 
     A transition applies only while its worker still holds the claim (``sending``,
@@ -47,8 +49,10 @@ async def apply_transitions(engine: AsyncEngine, pg: bool, items: list[Transitio
     m = messages.c
     if pg:
         # PostgreSQL's path is one statement, a transaction by itself: autocommit saves
-        # the BEGIN and COMMIT round trips, two of the three per group commit.
-        async with engine.execution_options(isolation_level="AUTOCOMMIT").connect() as conn:
+        # the BEGIN and COMMIT round trips, two of the three per group commit. Callers
+        # keep ``autocommit`` (the engine so configured): making one registers events.
+        autocommit = autocommit or engine.execution_options(isolation_level="AUTOCOMMIT")
+        async with autocommit.connect() as conn:
             fast = await pg_apply(conn, items, ATTEMPTS_PLUS_ONE, ATTEMPTS_SAME)
         if fast is not None:
             return fast

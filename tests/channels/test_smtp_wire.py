@@ -191,3 +191,8 @@ def test_clean_crlf_content_only_gets_the_end_of_data_line() -> None:
 def test_bare_line_ends_become_crlf_and_leading_dots_are_doubled() -> None:
     """RFC 5321 transparency and line ends, whatever the content's line ends were."""
     assert data_lines(b".top\nmid\r.dot\r\nend") == b"..top\r\nmid\r\n..dot\r\nend\r\n.\r\n"
+
+
+def test_content_known_to_be_crlf_still_gets_its_leading_dots_doubled() -> None:
+    """Skipping the line-end check never skips transparency."""
+    assert data_lines(b".a\r\nb\r\n.c\r\n", crlf=True) == b"..a\r\nb\r\n..c\r\n.\r\n"
