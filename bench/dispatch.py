@@ -12,7 +12,7 @@ import dataclasses
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -86,6 +86,47 @@ class ServiceRun:
     @property
     def item_rate(self) -> float:
         return self.items / self.seconds if self.seconds else 0.0
+
+
+@dataclass
+class Alternated:
+    """Service cycles alternating with bare runs: bare, service, bare, service, …, bare.
+
+    Each service run is compared with the bare runs on either side of it, so a drift of
+    the machine (a shared VM's speed moves by ±10 % within minutes) moves both sides of
+    that ratio; the figure reports the median round and every round's ratio.
+    """
+
+    bare: list[float]
+    runs: list[ServiceRun]
+
+    @property
+    def ratios(self) -> list[float]:
+        return [
+            run.rate / ((self.bare[i] + self.bare[i + 1]) / 2) for i, run in enumerate(self.runs)
+        ]
+
+    @property
+    def median(self) -> int:
+        """The index of the median round (by ratio)."""
+        order = sorted(range(len(self.runs)), key=lambda i: self.ratios[i])
+        return order[len(order) // 2]
+
+    @property
+    def bare_mean(self) -> float:
+        return sum(self.bare) / len(self.bare)
+
+
+async def alternate(
+    bare: Callable[[], Awaitable[float]],
+    service: Callable[[], Awaitable[ServiceRun]],
+    rounds: int,
+) -> Alternated:
+    result = Alternated([await bare()], [])
+    for _ in range(rounds):
+        result.runs.append(await service())
+        result.bare.append(await bare())
+    return result
 
 
 async def sent_items(database: str) -> int:

@@ -678,6 +678,28 @@ async def test_a_stop_mid_run_hands_back_the_next_batch_it_already_claimed(world
     assert Counter(r["status"] for r in rows) == {"sent": 2, "pending": len(planned) - 2}
 
 
+async def test_the_next_batch_is_claimed_when_a_quarter_of_the_batch_is_left(
+    world: World,
+) -> None:
+    """With batches of 8, the second claim starts before the batch's last two sends."""
+    world.policy = RetryPolicy(max_attempts=3, batch=8, concurrency=1)
+    dispatcher = world.new_dispatcher()
+    planned = email_wave(world)
+    assert len(planned) > 8
+    await world.insert(planned)
+    claim = world.outbox.claim
+    sends_before_claim: list[int] = []
+
+    async def counting_claim(*args: Any, **kwargs: Any) -> list[Any]:
+        sends_before_claim.append(len(world.email.calls))
+        return await claim(*args, **kwargs)
+
+    world.outbox.claim = counting_claim  # type: ignore[method-assign]
+    await dispatcher.run()
+    assert sends_before_claim[1] <= 6
+    assert {r["status"] for r in (await world.rows()).values()} == {"sent"}
+
+
 async def test_the_next_batch_is_claimed_while_the_last_message_is_still_being_sent(
     world: World,
 ) -> None:
