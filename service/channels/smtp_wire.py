@@ -51,6 +51,7 @@ class SmtpWire(asyncio.Protocol):
         self._replies: collections.deque[SMTPResponse] = collections.deque()
         self._waiter: asyncio.Future[None] | None = None
         self._error: Exception | None = None
+        self._txn: _Pipelined | None = None  # the pipelined transaction under way
 
     @classmethod
     def take_over(cls, transport: asyncio.BaseTransport, *, pipelining: bool) -> SmtpWire:
@@ -76,6 +77,8 @@ class SmtpWire(asyncio.Protocol):
             self._fail(exc)
             self.transport.close()
             return
+        if self._txn is not None:
+            self._advance(self._txn)
         self._wake()
 
     def eof_received(self) -> bool:
@@ -88,7 +91,36 @@ class SmtpWire(asyncio.Protocol):
     def _fail(self, error: Exception) -> None:
         if self._error is None:
             self._error = error
+        txn = self._txn
+        if txn is not None and not txn.future.done():
+            if not txn.replies and isinstance(error, SMTPServerDisconnected):
+                # Not even MAIL FROM was answered: nothing of the message was accepted.
+                error = SMTPServerDisconnected(str(error))
+                error.stage = "mail"  # type: ignore[attr-defined]
+            txn.future.set_exception(error)
+            txn.future.exception()  # retrieved: the caller may be gone (cancelled)
         self._wake()
+
+    def _advance(self, txn: _Pipelined) -> None:
+        """Move the transaction on from inside the protocol callback, without waking its
+        task: the body (or the lone ``.`` that ends a refused envelope's data) is written
+        the moment the third reply arrives, however busy the event loop is with other
+        messages; the task wakes once, with every reply in hand."""
+        replies = self._replies
+        while replies and not txn.future.done():
+            txn.replies.append(replies.popleft())
+            if len(txn.replies) == 3:
+                mail, rcpt, data = txn.replies
+                if data.code != SMTPStatus.start_input:
+                    txn.future.set_result(None)
+                elif mail.code == SMTPStatus.completed and rcpt.code in _RCPT_OK:
+                    self.transport.write(txn.body)
+                else:
+                    # RFC 2920 §3.1: DATA accepted although the envelope was not; end
+                    # the (empty) data at once, never send the message.
+                    self.transport.write(b".\r\n")
+            elif len(txn.replies) == 4:
+                txn.future.set_result(None)
 
     def _wake(self) -> None:
         waiter = self._waiter
@@ -162,17 +194,24 @@ class SmtpWire(asyncio.Protocol):
         mail_cmd = b"MAIL " + mail + b"\r\n"
         rcpt_cmd = b"RCPT " + rcpt + b"\r\n"
         if self.pipelining:
+            txn = _Pipelined(
+                data_lines(body, crlf=crlf), asyncio.get_running_loop().create_future()
+            )
             self._write(mail_cmd + rcpt_cmd + b"DATA\r\n")
-            mail_reply = await self._first_reply()
-            rcpt_reply = await self.reply()
-            data_reply = await self.reply()
-            if data_reply.code == SMTPStatus.start_input and (
-                mail_reply.code != SMTPStatus.completed or rcpt_reply.code not in _RCPT_OK
-            ):
-                # RFC 2920 §3.1: DATA accepted although the envelope was not; end the
-                # (empty) data at once, never send the message.
-                self._write(b".\r\n")
-                await self.reply()
+            self._txn = txn
+            try:
+                await txn.future
+            finally:
+                self._txn = None
+            mail_reply, rcpt_reply, data_reply = txn.replies[:3]
+            if data_reply.code == SMTPStatus.start_input and len(txn.replies) == 4:
+                final = txn.replies[3]
+                _check_envelope(mail, rcpt, mail_reply, rcpt_reply, data_reply)
+                if final.code != SMTPStatus.completed:
+                    raise SMTPDataError(final.code, final.message)
+                return final.message
+            _check_envelope(mail, rcpt, mail_reply, rcpt_reply, data_reply)
+            raise AssertionError("unreachable: a refused envelope raised above")
         else:
             self._write(mail_cmd)
             mail_reply = await self._first_reply()
@@ -183,12 +222,7 @@ class SmtpWire(asyncio.Protocol):
                 if rcpt_reply.code in _RCPT_OK:
                     self._write(b"DATA\r\n")
                     data_reply = await self.reply()
-        if mail_reply.code != SMTPStatus.completed:
-            raise SMTPSenderRefused(mail_reply.code, mail_reply.message, _address(mail))
-        if rcpt_reply.code not in _RCPT_OK:
-            raise SMTPRecipientRefused(rcpt_reply.code, rcpt_reply.message, _address(rcpt))
-        if data_reply.code != SMTPStatus.start_input:
-            raise SMTPDataError(data_reply.code, data_reply.message)
+        _check_envelope(mail, rcpt, mail_reply, rcpt_reply, data_reply)
         self._write(data_lines(body, crlf=crlf))
         final = await self.reply()
         if final.code != SMTPStatus.completed:
@@ -224,3 +258,26 @@ def _address(argument: bytes) -> str:
     """The address inside ``FROM:<a> ...`` / ``TO:<b>``, for the exception."""
     text = argument.decode("ascii", "replace")
     return text[text.find("<") + 1 : text.rfind(">")] if "<" in text else text
+
+
+class _Pipelined:
+    """A pipelined transaction: its DATA content, the replies so far, done when complete."""
+
+    __slots__ = ("body", "future", "replies")
+
+    def __init__(self, body: bytes, future: asyncio.Future[None]) -> None:
+        self.body = body
+        self.future = future
+        self.replies: list[SMTPResponse] = []
+
+
+def _check_envelope(
+    mail: bytes, rcpt: bytes, mail_reply: SMTPResponse, rcpt_reply: SMTPResponse, data: SMTPResponse
+) -> None:
+    """Raise what aiosmtplib raises for a refused sender, recipient or DATA command."""
+    if mail_reply.code != SMTPStatus.completed:
+        raise SMTPSenderRefused(mail_reply.code, mail_reply.message, _address(mail))
+    if rcpt_reply.code not in _RCPT_OK:
+        raise SMTPRecipientRefused(rcpt_reply.code, rcpt_reply.message, _address(rcpt))
+    if data.code != SMTPStatus.start_input:
+        raise SMTPDataError(data.code, data.message)
