@@ -11,7 +11,7 @@ import logging
 import os
 import ssl
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import InitVar, dataclass, field
 from email.message import EmailMessage
 from typing import Literal
@@ -247,12 +247,24 @@ class EmailChannel:
             raise PermanentDeliveryError(f"{envelope.channel} envelope sent to email")
         raw = self.message_bytes(envelope)
         session = await self._idle.get()
+        released = False
+
+        def release() -> None:
+            # Once this message's content is on its way the session takes the next
+            # message's commands behind it (pipelined sessions call this early).
+            nonlocal released
+            if not released:
+                released = True
+                self._idle.put_nowait(session)
+
         try:
             async with asyncio.timeout(self.settings.timeout):
-                response = await self._send_on(session, raw, envelope.address)
+                response = await self._send_on(session, raw, envelope.address, release)
         except BaseException as exc:
-            # Unknown protocol state after any failure or cancellation: start clean.
-            session.close()
+            # A refusal in a well-formed reply leaves the session in step (reset); after
+            # anything else (disconnect, garbage, timeout, cancellation) start clean.
+            if not (isinstance(exc, aiosmtplib.SMTPResponseException) and session.open):
+                session.close()
             if not isinstance(exc, Exception):
                 raise
             error = classify(exc)
@@ -266,7 +278,7 @@ class EmailChannel:
                 raise
             raise error from exc
         finally:
-            self._idle.put_nowait(session)
+            release()
         message_id = message_id_for(envelope.key, self.settings.message_id_domain)
         return SendResult(provider_id=message_id, detail=response)
 
@@ -285,9 +297,12 @@ class EmailChannel:
         )
         return session.wire
 
-    async def _send_on(self, session: _Session, raw: bytes, to: str) -> str:
+    async def _send_on(
+        self, session: _Session, raw: bytes, to: str, release: Callable[[], None]
+    ) -> str:
         reused = session.open
-        if reused and time.monotonic() - session.last_used > PROBE_IDLE:
+        idle = session.wire is None or session.wire.busy == 0
+        if reused and idle and time.monotonic() - session.last_used > PROBE_IDLE:
             # A session idle for a while may have been dropped by the server (or a NAT)
             # without us noticing yet: probe before the transaction, not during it.
             assert session.wire is not None
@@ -300,7 +315,7 @@ class EmailChannel:
             reused = session.open
         wire = session.wire if reused and session.wire is not None else await self._open(session)
         try:
-            response = await self._transaction(wire, session.size, raw, to)
+            return await self._transaction(wire, session.size, raw, to, release)
         except aiosmtplib.SMTPServerDisconnected as exc:
             # A busy session is not probed (a NOOP per message costs a round trip); if
             # the server hung up in between, MAIL FROM finds out. Nothing of the message
@@ -308,24 +323,30 @@ class EmailChannel:
             if not reused or getattr(exc, "stage", "") != "mail":
                 raise
             wire = await self._open(session)
-            response = await self._transaction(wire, session.size, raw, to)
-        session.last_used = time.monotonic()
-        return response
+            return await self._transaction(wire, session.size, raw, to, release)
+        finally:
+            session.last_used = time.monotonic()  # a refusal was an answer too
 
-    async def _transaction(self, wire: SmtpWire, size: bool, raw: bytes, to: str) -> str:
+    async def _transaction(
+        self, wire: SmtpWire, size: bool, raw: bytes, to: str, release: Callable[[], None]
+    ) -> str:
         """MAIL, RCPT, DATA for one recipient, pipelined where the server offers it.
 
         Pre-rendered 7-bit CRLF bytes go out as they are; the envelope paths are quoted
         here (the sender's once). A refusal resets the envelope (RSET, as ``sendmail``
-        does) so the session stays usable. No per-command timeout: :meth:`send` bounds
-        the whole attempt (``settings.timeout``).
+        does) so the session stays usable. On a pipelined session ``release`` hands the
+        session to the next message as soon as this one's content is written (its reply
+        still to come). No per-command timeout: :meth:`send` bounds the whole attempt
+        (``settings.timeout``).
         """
         rcpt = b"TO:" + _path(to)
         if b"\r" in rcpt or b"\n" in rcpt:
             raise ValueError("recipient contains a line break")
         mail = self._mail_from + (b" SIZE=%d" % len(raw) if size else b"")
-        try:
+        if wire.pipelining:  # the wire resets a refused envelope itself, in order
             # The MIME writer's output is CRLF-only 7-bit (tests/channels: assert_wire_clean).
+            return await wire.send_mail(mail, rcpt, raw, crlf=True, on_data_done=release)
+        try:
             return await wire.send_mail(mail, rcpt, raw, crlf=True)
         except aiosmtplib.SMTPResponseException:
             with contextlib.suppress(ConnectionError, aiosmtplib.SMTPResponseException):
@@ -335,7 +356,7 @@ class EmailChannel:
     async def aclose(self) -> None:
         self._closed = True
         for session in self._sessions:
-            if not session.open or session.wire is None:
+            if not session.open or session.wire is None or session.wire.busy:
                 session.close()
                 continue
             try:

@@ -7,7 +7,15 @@ figure 1: aiosmtplib parses one reply per read, so it cannot pipeline (RFC 2920)
 message it costs a lock, a future and a ``wait_for`` per command plus two regex passes
 over the whole body. Here, against a server that offers PIPELINING, ``MAIL FROM``,
 ``RCPT TO`` and ``DATA`` leave in one write and their three replies are read together;
-without it, one command per round trip, as aiosmtplib does.
+the content is written from the protocol callback the moment ``354`` arrives, and the
+next message's commands may follow it at once, before its reply (RFC 2920 §3.1: content
+may open a group), so a message costs one round trip on a busy session. Without
+PIPELINING, one command per round trip, as aiosmtplib does.
+
+Several transactions may be under way on one session; replies are matched to them in
+order. A failed connection fails every one of them: those with no reply yet carry
+``stage = "mail"`` (safe to send again), the others' outcome is unknown, as for a
+connection lost during any single transaction.
 
 Errors are aiosmtplib's own exception classes, so :func:`.email.classify` maps them as
 before: a refused sender or recipient, a refused DATA, a disconnect (marked
@@ -22,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import re
+from collections.abc import Callable
 
 from aiosmtplib import (
     SMTPDataError,
@@ -51,7 +60,8 @@ class SmtpWire(asyncio.Protocol):
         self._replies: collections.deque[SMTPResponse] = collections.deque()
         self._waiter: asyncio.Future[None] | None = None
         self._error: Exception | None = None
-        self._txn: _Pipelined | None = None  # the pipelined transaction under way
+        # Pipelined transactions in reply order; only the last may still wait to write.
+        self._txns: collections.deque[_Pipelined] = collections.deque()
 
     @classmethod
     def take_over(cls, transport: asyncio.BaseTransport, *, pipelining: bool) -> SmtpWire:
@@ -65,6 +75,11 @@ class SmtpWire(asyncio.Protocol):
     def usable(self) -> bool:
         return self._error is None and not self.transport.is_closing()
 
+    @property
+    def busy(self) -> int:
+        """Transactions under way on this session (pipelined ones may overlap)."""
+        return len(self._txns)
+
     # -- protocol callbacks -----------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
@@ -77,8 +92,8 @@ class SmtpWire(asyncio.Protocol):
             self._fail(exc)
             self.transport.close()
             return
-        if self._txn is not None:
-            self._advance(self._txn)
+        if self._txns:
+            self._advance()
         self._wake()
 
     def eof_received(self) -> bool:
@@ -91,36 +106,49 @@ class SmtpWire(asyncio.Protocol):
     def _fail(self, error: Exception) -> None:
         if self._error is None:
             self._error = error
-        txn = self._txn
-        if txn is not None and not txn.future.done():
+        for txn in self._txns:
+            if txn.future.done():
+                continue
+            failure = error
             if not txn.replies and isinstance(error, SMTPServerDisconnected):
                 # Not even MAIL FROM was answered: nothing of the message was accepted.
-                error = SMTPServerDisconnected(str(error))
-                error.stage = "mail"  # type: ignore[attr-defined]
-            txn.future.set_exception(error)
+                failure = SMTPServerDisconnected(str(error))
+                failure.stage = "mail"  # type: ignore[attr-defined]
+            txn.future.set_exception(failure)
             txn.future.exception()  # retrieved: the caller may be gone (cancelled)
+        self._txns.clear()
         self._wake()
 
-    def _advance(self, txn: _Pipelined) -> None:
-        """Move the transaction on from inside the protocol callback, without waking its
-        task: the body (or the lone ``.`` that ends a refused envelope's data) is written
-        the moment the third reply arrives, however busy the event loop is with other
-        messages; the task wakes once, with every reply in hand."""
-        replies = self._replies
-        while replies and not txn.future.done():
-            txn.replies.append(replies.popleft())
-            if len(txn.replies) == 3:
-                mail, rcpt, data = txn.replies
+    def _advance(self) -> None:
+        """Move the transactions on from inside the protocol callback, without waking their
+        tasks: the body (or the lone ``.`` that ends a refused envelope's data, or the RSET
+        after a refused DATA) is written the moment the third reply arrives, with the next
+        transaction's commands in the same write (RFC 2920: message content may open a
+        group). A task wakes once, with all its replies in hand."""
+        replies, txns = self._replies, self._txns
+        while replies and txns:
+            head = txns[0]
+            head.replies.append(replies.popleft())
+            if len(head.replies) == 3:
+                mail, rcpt, data = head.replies
                 if data.code != SMTPStatus.start_input:
-                    txn.future.set_result(None)
+                    out = b"RSET\r\n"  # the envelope may still hold MAIL FROM
                 elif mail.code == SMTPStatus.completed and rcpt.code in _RCPT_OK:
-                    self.transport.write(txn.body)
+                    out = head.body
                 else:
                     # RFC 2920 §3.1: DATA accepted although the envelope was not; end
                     # the (empty) data at once, never send the message.
-                    self.transport.write(b".\r\n")
-            elif len(txn.replies) == 4:
-                txn.future.set_result(None)
+                    out = b".\r\n"
+                head.data_done = True
+                if head.on_data_done is not None:
+                    head.on_data_done()
+                if len(txns) > 1 and not txns[1].written:
+                    txns[1].written = True
+                    out += txns[1].commands
+                self.transport.write(out)
+            elif len(head.replies) == 4:
+                txns.popleft()
+                head.future.set_result(None)
 
     def _wake(self) -> None:
         waiter = self._waiter
@@ -182,36 +210,49 @@ class SmtpWire(asyncio.Protocol):
         self._write(line + b"\r\n")
         return await self.reply()
 
-    async def send_mail(self, mail: bytes, rcpt: bytes, body: bytes, *, crlf: bool = False) -> str:
+    async def send_mail(
+        self,
+        mail: bytes,
+        rcpt: bytes,
+        body: bytes,
+        *,
+        crlf: bool = False,
+        on_data_done: Callable[[], None] | None = None,
+    ) -> str:
         """MAIL (``mail`` = ``FROM:<a> [SIZE=n]``), RCPT (``TO:<b>``), DATA, body.
 
         ``body`` is the message as it is; transparency and CRLF are applied here only when
         needed (``crlf``: its line ends are known to be CRLF already, as the MIME writer's
-        are, so they are not checked). Returns the final
-        reply's text. A refusal raises after every reply already asked for was read, so
-        the session stays in step; the caller resets it (RSET).
+        are, so they are not checked). Returns the final reply's text. A refusal raises
+        after every reply already asked for was read, so the session stays in step: a
+        pipelined refusal is reset here (RSET, or the lone ``.`` that ends a DATA accepted
+        for a refused envelope); without pipelining the caller resets it.
+        ``on_data_done`` (pipelined only) is called, from the protocol callback, once the
+        content (or what ends a refused transaction) is written: from then on another
+        transaction's commands may be written behind it.
         """
         mail_cmd = b"MAIL " + mail + b"\r\n"
         rcpt_cmd = b"RCPT " + rcpt + b"\r\n"
         if self.pipelining:
-            txn = _Pipelined(
-                data_lines(body, crlf=crlf), asyncio.get_running_loop().create_future()
-            )
-            self._write(mail_cmd + rcpt_cmd + b"DATA\r\n")
-            self._txn = txn
-            try:
-                await txn.future
-            finally:
-                self._txn = None
+            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            txn = _Pipelined(mail_cmd + rcpt_cmd + b"DATA\r\n", data_lines(body, crlf=crlf), done)
+            txn.on_data_done = on_data_done
+            if self._error is not None:
+                raise self._error
+            tail = self._txns[-1] if self._txns else None
+            if tail is None or tail.data_done:
+                # Nothing under way, or the last transaction's DATA phase is over (its
+                # content is on its way): these commands may follow at once.
+                self._write(txn.commands)
+                txn.written = True
+            self._txns.append(txn)
+            await done
             mail_reply, rcpt_reply, data_reply = txn.replies[:3]
-            if data_reply.code == SMTPStatus.start_input and len(txn.replies) == 4:
-                final = txn.replies[3]
-                _check_envelope(mail, rcpt, mail_reply, rcpt_reply, data_reply)
-                if final.code != SMTPStatus.completed:
-                    raise SMTPDataError(final.code, final.message)
-                return final.message
             _check_envelope(mail, rcpt, mail_reply, rcpt_reply, data_reply)
-            raise AssertionError("unreachable: a refused envelope raised above")
+            final = txn.replies[3]
+            if final.code != SMTPStatus.completed:
+                raise SMTPDataError(final.code, final.message)
+            return final.message
         else:
             self._write(mail_cmd)
             mail_reply = await self._first_reply()
@@ -261,14 +302,19 @@ def _address(argument: bytes) -> str:
 
 
 class _Pipelined:
-    """A pipelined transaction: its DATA content, the replies so far, done when complete."""
+    """A pipelined transaction: its commands and DATA content, the replies so far (done at
+    four: MAIL, RCPT, DATA, and the content's, the lone dot's or the RSET's)."""
 
-    __slots__ = ("body", "future", "replies")
+    __slots__ = ("body", "commands", "data_done", "future", "on_data_done", "replies", "written")
 
-    def __init__(self, body: bytes, future: asyncio.Future[None]) -> None:
+    def __init__(self, commands: bytes, body: bytes, future: asyncio.Future[None]) -> None:
+        self.commands = commands
         self.body = body
         self.future = future
         self.replies: list[SMTPResponse] = []
+        self.written = False  # its commands are on the wire
+        self.data_done = False  # what follows its DATA reply is on the wire
+        self.on_data_done: Callable[[], None] | None = None  # then called, in the callback
 
 
 def _check_envelope(

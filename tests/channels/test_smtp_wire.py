@@ -123,7 +123,8 @@ async def test_a_reply_split_across_reads_and_multiline_replies_are_read_whole()
 
 
 async def test_data_accepted_after_a_refused_recipient_sends_no_message() -> None:
-    """A server that says 354 after refusing RCPT gets only the end of data, then RSET."""
+    """A server that says 354 after refusing RCPT gets only the end of data (which ends
+    the transaction: no RSET needed), and the session goes on to its QUIT."""
     seen: list[bytes] = []
 
     async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -133,15 +134,70 @@ async def test_data_accepted_after_a_refused_recipient_sends_no_message() -> Non
         seen.append(await reader.readline())  # the lone "."
         writer.write(b"554 no valid recipients\r\n")
         seen.append(await reader.readline())
-        writer.write(b"250 reset\r\n")
-        await reader.readline()
+        writer.write(b"221 bye\r\n")
 
     async with scripted(script) as (port, _):
         ch = channel(port)
         with pytest.raises(PermanentDeliveryError, match="no such user"):
             await ch.send(envelope())
         await ch.aclose()
-    assert seen == [b".\r\n", b"RSET\r\n"]
+    assert seen == [b".\r\n", b"QUIT\r\n"]
+
+
+async def test_a_refused_data_command_is_reset_before_the_next_message() -> None:
+    """DATA refused (no 354): the wire sends RSET, then the next message's commands."""
+    seen: list[bytes] = []
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for _ in range(3):
+            await reader.readline()
+        writer.write(b"250 ok\r\n250 ok\r\n554 5.7.1 not now\r\n")
+        seen.append(await reader.readline())
+        writer.write(b"250 reset\r\n")
+        seen.extend([(await reader.readline()).split(b" ")[0].strip() for _ in range(3)])
+        writer.write(b"250 ok\r\n250 ok\r\n354 go on\r\n")
+        await read_body(reader)
+        writer.write(b"250 queued\r\n")
+        await reader.readline()
+
+    async with scripted(script) as (port, _):
+        ch = channel(port)
+        with pytest.raises(PermanentDeliveryError, match="not now"):
+            await ch.send(envelope())
+        assert (await ch.send(envelope())).detail == "queued"
+        await ch.aclose()
+    assert seen == [b"RSET\r\n", b"MAIL", b"RCPT", b"DATA"]
+
+
+async def test_the_next_message_is_pipelined_behind_the_content_of_the_last() -> None:
+    """With one session, the second message's commands arrive before the first one's
+    content is answered: one round trip per message, not two."""
+    order: list[str] = []
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for _ in range(3):
+            await reader.readline()
+        order.append("commands 0")
+        writer.write(b"250 ok\r\n250 ok\r\n354 go on\r\n")
+        await read_body(reader)
+        order.append("content 0")
+        for _ in range(3):  # before content 0 is answered: only if pipelined behind it
+            await reader.readline()
+        order.append("commands 1")
+        writer.write(b"250 first\r\n250 ok\r\n250 ok\r\n354 go on\r\n")
+        await read_body(reader)
+        order.append("content 1")
+        writer.write(b"250 second\r\n")
+        await reader.readline()
+
+    async with scripted(script) as (port, _):
+        ch = channel(port)
+        first, second = await asyncio.gather(
+            ch.send(envelope()), ch.send(envelope(key="camp/obl/2023-W22/u2/step1/p2/email"))
+        )
+        await ch.aclose()
+    assert order == ["commands 0", "content 0", "commands 1", "content 1"]
+    assert (first.detail, second.detail) == ("first", "second")
 
 
 async def test_a_malformed_reply_is_transient_and_the_session_is_not_reused() -> None:
