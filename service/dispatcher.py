@@ -8,9 +8,11 @@ retries exhausted), or back to ``pending`` for a retry with backoff or a quiet-h
 from __future__ import annotations
 
 import asyncio
+import gc
 import random
 import time
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from datetime import time as dtime
@@ -63,6 +65,23 @@ class RetryPolicy:
         """Exponential backoff with full jitter, never shorter than the peer's hint."""
         cap = min(self.max_delay, self.base_delay * 2 ** max(0, attempts - 1))
         return max(hint or 0.0, rng.uniform(cap / 2, cap))
+
+
+# Young-generation collections while dispatching. Every message allocates thousands of
+# short-lived containers (template contexts, dicts, futures); at Python's default of 700
+# a busy cycle spent 0.024-0.033 ms per message collecting, at 20,000 0.002-0.007 (bench
+# figure 1's harness, 9,982 e-mails; ~5 % of the dispatcher's CPU). Restored after a run.
+_DISPATCH_GC = (20_000, 20, 20)
+
+
+@contextmanager
+def _fewer_collections() -> Iterator[None]:
+    before = gc.get_threshold()
+    gc.set_threshold(*_DISPATCH_GC)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
 
 
 @dataclass
@@ -121,6 +140,10 @@ class Dispatcher:
         self._records = []
         self._broken = []
         self._unrecorded = asyncio.Semaphore(self.policy.unrecorded)
+        with _fewer_collections():
+            return await self._run(total)
+
+    async def _run(self, total: Stats) -> Stats:
         try:
             prepared = await self._prepare()
             while prepared is not None:

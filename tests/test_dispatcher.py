@@ -7,6 +7,7 @@ VirtualClock — around an in-memory recording channel that can be told to fail.
 from __future__ import annotations
 
 import asyncio
+import gc
 import random
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
@@ -676,6 +677,24 @@ async def test_a_stop_mid_run_hands_back_the_next_batch_it_already_claimed(world
     rows = (await world.rows()).values()
     assert stats.sent == stop_after == len(world.email.sent)
     assert Counter(r["status"] for r in rows) == {"sent": 2, "pending": len(planned) - 2}
+
+
+async def test_a_run_collects_garbage_less_often_and_restores_the_setting(world: World) -> None:
+    """While dispatching, young collections wait for 20,000 objects; afterwards as before."""
+    dispatcher = world.new_dispatcher()
+    await world.insert(email_wave(world))
+    seen: list[tuple[int, int, int]] = []
+    send = RecordingChannel.send
+
+    async def watching(envelope: Envelope) -> SendResult:
+        seen.append(gc.get_threshold())
+        return await send(world.email, envelope)
+
+    world.email.send = watching  # type: ignore[method-assign]
+    before = gc.get_threshold()
+    await dispatcher.run()
+    assert seen and set(seen) == {(20_000, 20, 20)}
+    assert gc.get_threshold() == before
 
 
 async def test_the_next_batch_is_claimed_when_a_quarter_of_the_batch_is_left(
