@@ -234,11 +234,11 @@ class SmtpWire(asyncio.Protocol):
         mail_cmd = b"MAIL " + mail + b"\r\n"
         rcpt_cmd = b"RCPT " + rcpt + b"\r\n"
         if self.pipelining:
-            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            txn = _Pipelined(mail_cmd + rcpt_cmd + b"DATA\r\n", data_lines(body, crlf=crlf), done)
-            txn.on_data_done = on_data_done
             if self._error is not None:
                 raise self._error
+            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            commands = mail_cmd + rcpt_cmd + b"DATA\r\n"
+            txn = _Pipelined(commands, data_lines(body, crlf=crlf), done, on_data_done)
             tail = self._txns[-1] if self._txns else None
             if tail is None or tail.data_done:
                 # Nothing under way, or the last transaction's DATA phase is over (its
@@ -307,14 +307,20 @@ class _Pipelined:
 
     __slots__ = ("body", "commands", "data_done", "future", "on_data_done", "replies", "written")
 
-    def __init__(self, commands: bytes, body: bytes, future: asyncio.Future[None]) -> None:
+    def __init__(
+        self,
+        commands: bytes,
+        body: bytes,
+        future: asyncio.Future[None],
+        on_data_done: Callable[[], None] | None,
+    ) -> None:
         self.commands = commands
         self.body = body
         self.future = future
+        self.on_data_done = on_data_done  # called, in the callback, once data_done
         self.replies: list[SMTPResponse] = []
         self.written = False  # its commands are on the wire
         self.data_done = False  # what follows its DATA reply is on the wire
-        self.on_data_done: Callable[[], None] | None = None  # then called, in the callback
 
 
 def _check_envelope(

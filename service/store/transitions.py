@@ -35,7 +35,7 @@ ATTEMPTS_SAME = messages.c.attempts
 
 
 async def apply_transitions(
-    engine: AsyncEngine, pg: bool, items: list[Transition], autocommit: AsyncEngine | None = None
+    engine: AsyncEngine, pg: bool, items: list[Transition], autocommit: AsyncEngine
 ) -> list[bool]:
     """Apply queued transitions in one transaction (group commit).
 
@@ -48,10 +48,9 @@ async def apply_transitions(
     """
     m = messages.c
     if pg:
-        # PostgreSQL's path is one statement, a transaction by itself: autocommit saves
-        # the BEGIN and COMMIT round trips, two of the three per group commit. Callers
-        # keep ``autocommit`` (the engine so configured): making one registers events.
-        autocommit = autocommit or engine.execution_options(isolation_level="AUTOCOMMIT")
+        # PostgreSQL's path is one statement, a transaction by itself: ``autocommit`` (the
+        # engine so configured, kept by the caller: making one registers events) saves the
+        # BEGIN and COMMIT round trips, two of the three per group commit.
         async with autocommit.connect() as conn:
             fast = await pg_apply(conn, items, ATTEMPTS_PLUS_ONE, ATTEMPTS_SAME)
         if fast is not None:

@@ -48,6 +48,11 @@ async def scripted(script: Script) -> AsyncIterator[list[int]]:
         server.close()
 
 
+async def read_commands(reader: asyncio.StreamReader) -> list[bytes]:
+    """MAIL, RCPT and DATA of one pipelined transaction, as their verbs."""
+    return [(await reader.readline()).split(b" ")[0].strip() for _ in range(3)]
+
+
 async def read_body(reader: asyncio.StreamReader) -> bytes:
     return await reader.readuntil(b"\r\n.\r\n")
 
@@ -83,8 +88,8 @@ async def test_offered_pipelining_sends_mail_rcpt_and_data_in_one_go() -> None:
     bodies: list[bytes] = []
 
     async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        commands = [await reader.readline() for _ in range(3)]  # no reply until all three
-        assert [c.split(b" ")[0].strip() for c in commands] == [b"MAIL", b"RCPT", b"DATA"]
+        # No reply until all three have arrived.
+        assert await read_commands(reader) == [b"MAIL", b"RCPT", b"DATA"]
         writer.write(b"250 2.1.0 ok\r\n250 2.1.5 ok\r\n354 go on\r\n")  # one segment
         bodies.append(await read_body(reader))
         writer.write(b"250 2.0.0 queued as 1\r\n")
@@ -108,8 +113,7 @@ async def test_a_reply_split_across_reads_and_multiline_replies_are_read_whole()
             await asyncio.sleep(0)
 
     async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        for _ in range(3):
-            await reader.readline()
+        await read_commands(reader)
         await dribble(writer, b"250-sender\r\n250 ok\r\n250 2.1.5 ok\r\n354 go on\r\n")
         await read_body(reader)
         await dribble(writer, b"250-2.0.0 first line\r\n250 2.0.0 second line\r\n")
@@ -128,8 +132,7 @@ async def test_data_accepted_after_a_refused_recipient_sends_no_message() -> Non
     seen: list[bytes] = []
 
     async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        for _ in range(3):
-            await reader.readline()
+        await read_commands(reader)
         writer.write(b"250 ok\r\n550 5.1.1 no such user\r\n354 go on\r\n")
         seen.append(await reader.readline())  # the lone "."
         writer.write(b"554 no valid recipients\r\n")
@@ -149,12 +152,11 @@ async def test_a_refused_data_command_is_reset_before_the_next_message() -> None
     seen: list[bytes] = []
 
     async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        for _ in range(3):
-            await reader.readline()
+        await read_commands(reader)
         writer.write(b"250 ok\r\n250 ok\r\n554 5.7.1 not now\r\n")
         seen.append(await reader.readline())
         writer.write(b"250 reset\r\n")
-        seen.extend([(await reader.readline()).split(b" ")[0].strip() for _ in range(3)])
+        seen.extend(await read_commands(reader))
         writer.write(b"250 ok\r\n250 ok\r\n354 go on\r\n")
         await read_body(reader)
         writer.write(b"250 queued\r\n")
@@ -175,14 +177,12 @@ async def test_the_next_message_is_pipelined_behind_the_content_of_the_last() ->
     order: list[str] = []
 
     async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        for _ in range(3):
-            await reader.readline()
+        await read_commands(reader)
         order.append("commands 0")
         writer.write(b"250 ok\r\n250 ok\r\n354 go on\r\n")
         await read_body(reader)
         order.append("content 0")
-        for _ in range(3):  # before content 0 is answered: only if pipelined behind it
-            await reader.readline()
+        await read_commands(reader)  # before content 0 is answered: only if pipelined
         order.append("commands 1")
         writer.write(b"250 first\r\n250 ok\r\n250 ok\r\n354 go on\r\n")
         await read_body(reader)
@@ -204,8 +204,7 @@ async def test_a_malformed_reply_is_transient_and_the_session_is_not_reused() ->
     """A reply line without a status code fails the attempt; the next opens a new session."""
 
     async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        for _ in range(3):
-            await reader.readline()
+        await read_commands(reader)
         if state[1] == 1:
             writer.write(b"hello there\r\n")
             await reader.read()  # until the client hangs up
